@@ -1,0 +1,13 @@
+//! cementleak: finds bone cement (PMMA) that leaked out of the vertebral body on CT scans taken during
+//! vertebroplasty, and says what to do next.
+//!
+//! One module per pipeline stage, in order:
+//! `load` (series -> HU volume with LPS geometry) -> `anatomy` (vertebral body, canal, discs, posterior
+//! elements) -> `cement` (new hyperdense PMMA, needle removed) -> `leaks` (components and their sites) ->
+//! `alert` (what to do next) -> `report` (JSON, masks, key images). Beside them: `volume` (types and geometry),
+//! `write` (DICOM and NIfTI writers), `phantom` (synthetic injection sequences with ground truth), `cli`.
+
+pub mod cli;
+pub mod load;
+pub mod volume;
+pub mod write;

@@ -1,0 +1,41 @@
+//! `cementleak` command line. Exit status: 0 success, 2 unusable input (one line on stderr), 1 other failure.
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+use cementleak::cli;
+
+#[derive(Parser)]
+#[command(name = "cementleak", version, about = "Bone-cement leak detection on vertebroplasty CT")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Describe the CT series at PATH: modality, position, orientation, shape, spacing, HU range, encoding.
+    Info(cli::info::Args),
+    /// Generate a synthetic vertebroplasty injection sequence with ground truth.
+    Phantom(cli::phantom::Args),
+    /// Segment the treated vertebra's anatomy (body, canal, discs, posterior elements).
+    Segment(cli::segment::Args),
+}
+
+fn main() -> ExitCode {
+    cli::init_logging();
+    let args = Cli::parse();
+    let result = match args.command {
+        Command::Info(a) => cli::info::run(a),
+        Command::Phantom(a) => cli::phantom::run(a),
+        Command::Segment(a) => cli::segment::run(a),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            // One line: the chain joined with ": ".
+            eprintln!("cementleak: error: {err:#}");
+            ExitCode::from(cli::exit_code(&err))
+        }
+    }
+}

@@ -1,0 +1,3 @@
+//! Writers: NIfTI label volumes and DICOM CT series.
+
+pub mod nifti;

@@ -1,0 +1,1 @@
+//! NIfTI writer (under construction).
