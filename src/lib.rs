@@ -7,7 +7,9 @@
 //! `alert` (what to do next) -> `report` (JSON, masks, key images). Beside them: `volume` (types and geometry),
 //! `write` (DICOM and NIfTI writers), `phantom` (synthetic injection sequences with ground truth), `cli`.
 
+pub mod alert;
 pub mod cli;
+pub mod leaks;
 pub mod load;
 pub mod volume;
 pub mod write;
