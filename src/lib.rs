@@ -11,5 +11,6 @@ pub mod alert;
 pub mod cli;
 pub mod leaks;
 pub mod load;
+pub mod onnx;
 pub mod volume;
 pub mod write;
