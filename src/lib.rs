@@ -12,5 +12,6 @@ pub mod cli;
 pub mod leaks;
 pub mod load;
 pub mod onnx;
+pub mod render;
 pub mod volume;
 pub mod write;
