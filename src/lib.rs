@@ -13,5 +13,6 @@ pub mod leaks;
 pub mod load;
 pub mod onnx;
 pub mod render;
+pub mod report;
 pub mod volume;
 pub mod write;
