@@ -33,8 +33,13 @@ pub fn load_nifti(path: &Path) -> Result<Scan, LoadError> {
     if meta.len() == 0 {
         return Err(err("empty file (0 bytes)".into()));
     }
-    let raw_header =
-        read_raw_header(path).map_err(|e| err(format!("cannot read the 348-byte header: {e}")))?;
+    let raw_header = read_raw_header(path).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::UnexpectedEof {
+            err("file ends inside the 348-byte header (truncated, or not NIfTI)".into())
+        } else {
+            err(format!("cannot read the 348-byte header: {e}"))
+        }
+    })?;
     let header = NiftiHeader::from_reader(&raw_header[..]).map_err(|e| err(format!("bad header: {e}")))?;
     let shape_ijk = check_shape(path, &header)?;
     let datatype =
@@ -64,7 +69,12 @@ pub fn load_nifti(path: &Path) -> Result<Scan, LoadError> {
     let mut warnings = Vec::new();
     let geometry = geometry_from_header(&header, &mut warnings).map_err(err)?;
 
-    let obj = ReaderOptions::new().read_file(path).map_err(|e| err(format!("cannot read voxels: {e}")))?;
+    let obj = ReaderOptions::new().read_file(path).map_err(|e| match e {
+        nifti::NiftiError::IncompatibleLength(got, want) => {
+            err(format!("file truncated: {got} voxel bytes where the header needs {want}"))
+        }
+        e => err(format!("cannot read voxels: {e}")),
+    })?;
     let data =
         obj.into_volume().into_ndarray::<f32>().map_err(|e| err(format!("cannot convert voxels: {e}")))?;
     // nifti gives (i, j, k[, t]) in Fortran order; reversing the axes is a zero-copy view change to
@@ -163,6 +173,19 @@ fn geometry_from_header(h: &NiftiHeader, warnings: &mut Vec<String>) -> Result<G
         let p = |i: usize| if h.pixdim[i] > 0.0 { h.pixdim[i] as f64 } else { 1.0 };
         [[p(1), 0.0, 0.0, 0.0], [0.0, p(2), 0.0, 0.0], [0.0, 0.0, p(3), 0.0], [0.0, 0.0, 0.0, 1.0]]
     };
+    // NIFTI_UNITS_METER = 1, MM = 2, MICRON = 3; 0 (unknown) is taken as millimetres, as every CT exporter
+    // we know of means it.
+    let to_mm = match h.xyzt_units & 0x07 {
+        1 => 1000.0,
+        3 => 0.001,
+        _ => 1.0,
+    };
+    let mut affine = affine;
+    for row in affine.iter_mut().take(3) {
+        for v in row.iter_mut() {
+            *v *= to_mm;
+        }
+    }
     if affine.iter().flatten().any(|v| !v.is_finite()) {
         return Err(format!("affine has non-finite entries: {affine:?}"));
     }

@@ -88,7 +88,9 @@ fn write_volume<T>(
         _ => std::path::PathBuf::from("."),
     };
     // The nifti crate writes to a path it opens itself; give it a temporary name and rename afterwards.
-    let tmp = dir.join(format!(".{}.{}.tmp.{}", name, std::process::id(), if gz { "nii.gz" } else { "nii" }));
+    // No other dots in the name: the crate rewrites the extension from the last dot.
+    let stem = name.replace('.', "_");
+    let tmp = dir.join(format!(".{stem}-{}-tmp.{}", std::process::id(), if gz { "nii.gz" } else { "nii" }));
     // The nifti writer transposes its input to write Fortran order; a reversed-axes view of our
     // [slice, row, column] array is the (i, j, k) array it expects, with no copy.
     let ijk = vol.data.view().reversed_axes();
