@@ -70,7 +70,7 @@ fn open_full(path: &Path) -> Result<DefaultDicomObject, LoadError> {
 
 /// Parse a DICOM file's bytes, stopping before `until` if given; a meta group the strict reader refuses is
 /// retried with [`lenient::parse_file_bytes`] (which always reads the whole data set).
-pub(crate) fn parse_bytes(
+pub fn parse_bytes(
     path: &Path,
     bytes: &[u8],
     until: Option<dicom_core::Tag>,
