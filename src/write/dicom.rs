@@ -96,6 +96,7 @@ pub fn write_ct_series(vol: &CtVolume, meta: &CtSeriesMeta, dir: &Path) -> Resul
     let px = pixel_encoding(vol)?;
 
     std::fs::create_dir_all(dir).map_err(|e| WriteError::io(dir, e))?;
+    refuse_stale_slices(dir, nk)?;
     let common = common_elements(vol, meta, &px);
     let mut paths = Vec::with_capacity(nk);
     for k in 0..nk {
@@ -133,6 +134,28 @@ pub fn write_ct_series(vol: &CtVolume, meta: &CtSeriesMeta, dir: &Path) -> Resul
     }
     tracing::debug!(slices = nk, dir = %dir.display(), "wrote CT series");
     Ok(paths)
+}
+
+/// Slice files of an earlier, longer series in `dir` would be read as part of this one: refuse rather than
+/// delete files we did not write in this call. Files of the same names are overwritten (same series rewritten).
+fn refuse_stale_slices(dir: &Path, slices: usize) -> Result<(), WriteError> {
+    let entries = std::fs::read_dir(dir).map_err(|e| WriteError::io(dir, e))?;
+    for entry in entries {
+        let name = entry.map_err(|e| WriteError::io(dir, e))?.file_name().to_string_lossy().into_owned();
+        let index = name
+            .strip_prefix("CT")
+            .and_then(|r| r.strip_suffix(".dcm"))
+            .and_then(|n| n.parse::<usize>().ok());
+        if let Some(i) = index.filter(|&i| i > slices) {
+            return Err(WriteError::Io {
+                path: dir.join(&name),
+                reason: format!(
+                    "slice file {i} of an earlier series is in the way (this series has {slices} slices); write into an empty folder"
+                ),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// Fixed implementation identity (not dicom-rs's default) so files do not change when the library does.
