@@ -193,7 +193,12 @@ fn pixel_encoding(vol: &CtVolume) -> Result<PixelEncoding, WriteError> {
 }
 
 fn check_geometry(axes: [Vec3; 3]) -> Result<(), WriteError> {
+    // Direction cosines come from ImageOrientationPatient (about 6 significant digits in practice).
     const TOL: f64 = 1e-4;
+    // The slice axis of a loaded series is often derived from rounded ImagePositionPatient differences
+    // (0.01 mm over a few cm), so it is allowed a little more: 1e-3 rad = 0.06 degrees, under 0.5 mm of drift
+    // over a 500 mm stack. A real gantry tilt is degrees.
+    const SLICE_TOL: f64 = 1e-3;
     for (a, v) in axes.iter().enumerate() {
         if (v.norm() - 1.0).abs() > TOL {
             return Err(WriteError::Geometry(format!("axis {a} direction {:?} is not a unit vector", v.0)));
@@ -202,7 +207,7 @@ fn check_geometry(axes: [Vec3; 3]) -> Result<(), WriteError> {
     if axes[1].dot(axes[2]).abs() > TOL {
         return Err(WriteError::Geometry("image rows and columns are not perpendicular".into()));
     }
-    if axes[0].dot(axes[1]).abs() > TOL || axes[0].dot(axes[2]).abs() > TOL {
+    if axes[0].dot(axes[1]).abs() > SLICE_TOL || axes[0].dot(axes[2]).abs() > SLICE_TOL {
         return Err(WriteError::Geometry(
             "slice axis is not perpendicular to the image plane (tilted or sheared stack); \
              single-frame CT cannot express it, resample first"
@@ -397,6 +402,8 @@ mod tests {
     fn refuses_tilted_stack() {
         let mut axes = PatientPosition::Hfs.axial_axes();
         check_geometry(axes).expect("axial is fine");
+        axes[0] = Vec3([0.0, 2e-4, 1.0]).normalized().expect("nonzero");
+        check_geometry(axes).expect("IPP rounding noise is accepted");
         axes[0] = Vec3([0.0, 0.2, 1.0]).normalized().expect("nonzero");
         assert!(matches!(check_geometry(axes), Err(WriteError::Geometry(_))));
     }
