@@ -48,7 +48,10 @@ impl CtSeriesMeta {
     pub fn synthetic(seed: &str, patient_position: PatientPosition) -> CtSeriesMeta {
         CtSeriesMeta {
             patient_name: "PHANTOM^CEMENTLEAK".into(),
-            patient_id: format!("CL{}", &new_uid(&format!("{seed}/patient"))[5..13]),
+            patient_id: format!(
+                "CL{}",
+                new_uid(&format!("{seed}/patient")).chars().skip(5).take(8).collect::<String>()
+            ),
             study_instance_uid: new_uid(&format!("{seed}/study")),
             series_instance_uid: new_uid(&format!("{seed}/series")),
             frame_of_reference_uid: new_uid(&format!("{seed}/frame")),
