@@ -157,3 +157,17 @@ fn refuses_what_single_frame_ct_cannot_express() {
     // Nothing was written by the refused calls.
     assert_eq!(std::fs::read_dir(dir.path()).expect("dir").count(), 0);
 }
+
+#[test]
+fn rewriting_overwrites_but_stale_extra_slices_are_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let meta = CtSeriesMeta::synthetic("stale", PatientPosition::Hfs);
+    let vol = volume(PatientPosition::Hfs, pattern);
+    write_ct_series(&vol, &meta, dir.path()).expect("first");
+    write_ct_series(&vol, &meta, dir.path()).expect("same series again");
+    let shorter = Volume::new(vol.data.slice(ndarray::s![..3, .., ..]).to_owned(), vol.geometry);
+    match write_ct_series(&shorter, &meta, dir.path()) {
+        Err(WriteError::Io { reason, .. }) => assert!(reason.contains("empty folder"), "{reason}"),
+        other => panic!("stale slices not refused: {other:?}"),
+    }
+}

@@ -288,3 +288,57 @@ fn bad_files_are_refused_with_clear_messages() {
     let p = write("4d1.nii", &one_t);
     assert_eq!(load_nifti(&p).expect("t = 1").volume.shape(), [4, 7, 5]);
 }
+
+#[test]
+fn compression_is_detected_by_content_not_name() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let vol = Volume::new(
+        Array3::from_shape_fn((3, 4, 5), |(k, r, c)| (k * 20 + r * 5 + c) as f32),
+        geometry(PatientPosition::Hfp, false),
+    );
+    let gz = dir.path().join("a.nii.gz");
+    let plain = dir.path().join("a.nii");
+    write_ct_nifti(&vol, &gz).expect("gz");
+    write_ct_nifti(&vol, &plain).expect("plain");
+    assert!(std::fs::read(&gz).expect("gz").starts_with(&[0x1f, 0x8b]));
+    let gz_named_plain = dir.path().join("b.nii");
+    let plain_named_gz = dir.path().join("b.nii.gz");
+    std::fs::copy(&gz, &gz_named_plain).expect("copy");
+    std::fs::copy(&plain, &plain_named_gz).expect("copy");
+    for p in [&gz, &plain, &gz_named_plain, &plain_named_gz] {
+        assert_eq!(load_nifti(p).expect("load").volume.data, vol.data, "{}", p.display());
+    }
+}
+
+fn status_kib(field: &str) -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/self/status").ok()?;
+    s.lines().find(|l| l.starts_with(field))?.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Measurement, not a check: peak memory of loading a 512 x 512 x 200 int16 NIfTI, relative to the f32
+/// volume it produces. Run alone: `cargo test --test nifti_io -- --ignored --nocapture peak_memory`.
+#[test]
+#[ignore = "measurement; run alone with --ignored --nocapture"]
+fn peak_memory_of_loading() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("big.nii");
+    {
+        let stored = Array3::from_shape_fn((200, 512, 512), |(k, r, c)| ((k + r + c) % 2000) as i16 - 1000);
+        nifti::writer::WriterOptions::new(&path).write_nifti(&stored.view().reversed_axes()).expect("write");
+    }
+    // Reset the peak-RSS counter (Linux >= 4.0) so the writing above does not count.
+    std::fs::write("/proc/self/clear_refs", "5").expect("clear_refs");
+    let before = status_kib("VmRSS:").expect("linux");
+    let t = std::time::Instant::now();
+    let scan = load_nifti(&path).expect("load");
+    let secs = t.elapsed().as_secs_f64();
+    let after = status_kib("VmHWM:").expect("linux");
+    let f32_mib = (scan.volume.voxel_count() * 4) as f64 / 1048576.0;
+    println!(
+        "load_nifti 512x512x200 int16: {secs:.2} s, peak RSS rose {:.0} MiB for a {f32_mib:.0} MiB f32 volume ({:.2}x); standard layout: {}",
+        (after - before) as f64 / 1024.0,
+        (after - before) as f64 / 1024.0 / f32_mib,
+        scan.volume.data.is_standard_layout()
+    );
+    assert!(scan.volume.data.is_standard_layout());
+}

@@ -9,9 +9,9 @@
 use super::{LoadError, Scan, SeriesInfo};
 use crate::volume::{Geometry, Volume};
 use ndarray::{Array3, Axis, Ix3, Ix4};
-use nifti::{IntoNdArray, NiftiHeader, NiftiObject, NiftiType, ReaderOptions};
+use nifti::{InMemNiftiObject, IntoNdArray, NiftiHeader, NiftiObject, NiftiType};
 use sha2::{Digest, Sha256};
-use std::io::Read;
+use std::io::{BufRead, Read};
 use std::path::Path;
 
 /// Voxel-count ceiling: 512 x 512 x 2048 (a whole-body thin-slice CT) is 2 GiB of `f32`; beyond that the
@@ -69,9 +69,13 @@ pub fn load_nifti(path: &Path) -> Result<Scan, LoadError> {
     let mut warnings = Vec::new();
     let geometry = geometry_from_header(&header, &mut warnings).map_err(err)?;
 
-    let obj = ReaderOptions::new().read_file(path).map_err(|e| match e {
+    let source = open_maybe_gz(path).map_err(|e| err(format!("cannot open: {e}")))?;
+    let obj = InMemNiftiObject::from_reader(source).map_err(|e| match e {
         nifti::NiftiError::IncompatibleLength(got, want) => {
             err(format!("file truncated: {got} voxel bytes where the header needs {want}"))
+        }
+        nifti::NiftiError::NoVolumeData => {
+            err("header-only file (.hdr/.img pair); convert it to a single .nii".into())
         }
         e => err(format!("cannot read voxels: {e}")),
     })?;
@@ -122,15 +126,18 @@ pub fn load_nifti(path: &Path) -> Result<Scan, LoadError> {
 
 /// The first 348 bytes (the NIfTI-1 header), decompressed when the file is gzip.
 fn read_raw_header(path: &Path) -> std::io::Result<Vec<u8>> {
-    let mut f = std::fs::File::open(path)?;
-    let mut magic = [0u8; 2];
-    let n = f.read(&mut magic)?;
-    let f = std::fs::File::open(path)?;
-    let mut reader: Box<dyn Read> =
-        if n == 2 && magic == [0x1f, 0x8b] { Box::new(flate2::read::GzDecoder::new(f)) } else { Box::new(f) };
+    let mut reader = open_maybe_gz(path)?;
     let mut buf = vec![0u8; 348];
     reader.read_exact(&mut buf)?;
     Ok(buf)
+}
+
+/// The file's bytes, gunzipped when they are gzip (by content, not by name: `.nii` files that are really
+/// compressed, and the reverse, exist in the wild).
+fn open_maybe_gz(path: &Path) -> std::io::Result<Box<dyn Read>> {
+    let mut f = std::io::BufReader::new(std::fs::File::open(path)?);
+    let gz = f.fill_buf()?.starts_with(&[0x1f, 0x8b]);
+    Ok(if gz { Box::new(std::io::BufReader::new(flate2::bufread::GzDecoder::new(f))) } else { Box::new(f) })
 }
 
 /// Validated `(ni, nj, nk)`.

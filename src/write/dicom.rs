@@ -48,7 +48,10 @@ impl CtSeriesMeta {
     pub fn synthetic(seed: &str, patient_position: PatientPosition) -> CtSeriesMeta {
         CtSeriesMeta {
             patient_name: "PHANTOM^CEMENTLEAK".into(),
-            patient_id: format!("CL{}", &new_uid(&format!("{seed}/patient"))[5..13]),
+            patient_id: format!(
+                "CL{}",
+                new_uid(&format!("{seed}/patient")).chars().skip(5).take(8).collect::<String>()
+            ),
             study_instance_uid: new_uid(&format!("{seed}/study")),
             series_instance_uid: new_uid(&format!("{seed}/series")),
             frame_of_reference_uid: new_uid(&format!("{seed}/frame")),
@@ -96,6 +99,7 @@ pub fn write_ct_series(vol: &CtVolume, meta: &CtSeriesMeta, dir: &Path) -> Resul
     let px = pixel_encoding(vol)?;
 
     std::fs::create_dir_all(dir).map_err(|e| WriteError::io(dir, e))?;
+    refuse_stale_slices(dir, nk)?;
     let common = common_elements(vol, meta, &px);
     let mut paths = Vec::with_capacity(nk);
     for k in 0..nk {
@@ -135,6 +139,28 @@ pub fn write_ct_series(vol: &CtVolume, meta: &CtSeriesMeta, dir: &Path) -> Resul
     Ok(paths)
 }
 
+/// Slice files of an earlier, longer series in `dir` would be read as part of this one: refuse rather than
+/// delete files we did not write in this call. Files of the same names are overwritten (same series rewritten).
+fn refuse_stale_slices(dir: &Path, slices: usize) -> Result<(), WriteError> {
+    let entries = std::fs::read_dir(dir).map_err(|e| WriteError::io(dir, e))?;
+    for entry in entries {
+        let name = entry.map_err(|e| WriteError::io(dir, e))?.file_name().to_string_lossy().into_owned();
+        let index = name
+            .strip_prefix("CT")
+            .and_then(|r| r.strip_suffix(".dcm"))
+            .and_then(|n| n.parse::<usize>().ok());
+        if let Some(i) = index.filter(|&i| i > slices) {
+            return Err(WriteError::Io {
+                path: dir.join(&name),
+                reason: format!(
+                    "slice file {i} of an earlier series is in the way (this series has {slices} slices); write into an empty folder"
+                ),
+            });
+        }
+    }
+    Ok(())
+}
+
 /// Fixed implementation identity (not dicom-rs's default) so files do not change when the library does.
 const IMPLEMENTATION_CLASS_UID: &str = "2.25.93617745103834040734462380930468436706";
 const IMPLEMENTATION_VERSION_NAME: &str = "CEMENTLEAK01";
@@ -170,7 +196,12 @@ fn pixel_encoding(vol: &CtVolume) -> Result<PixelEncoding, WriteError> {
 }
 
 fn check_geometry(axes: [Vec3; 3]) -> Result<(), WriteError> {
+    // Direction cosines come from ImageOrientationPatient (about 6 significant digits in practice).
     const TOL: f64 = 1e-4;
+    // The slice axis of a loaded series is often derived from rounded ImagePositionPatient differences
+    // (0.01 mm over a few cm), so it is allowed a little more: 1e-3 rad = 0.06 degrees, under 0.5 mm of drift
+    // over a 500 mm stack. A real gantry tilt is degrees.
+    const SLICE_TOL: f64 = 1e-3;
     for (a, v) in axes.iter().enumerate() {
         if (v.norm() - 1.0).abs() > TOL {
             return Err(WriteError::Geometry(format!("axis {a} direction {:?} is not a unit vector", v.0)));
@@ -179,7 +210,7 @@ fn check_geometry(axes: [Vec3; 3]) -> Result<(), WriteError> {
     if axes[1].dot(axes[2]).abs() > TOL {
         return Err(WriteError::Geometry("image rows and columns are not perpendicular".into()));
     }
-    if axes[0].dot(axes[1]).abs() > TOL || axes[0].dot(axes[2]).abs() > TOL {
+    if axes[0].dot(axes[1]).abs() > SLICE_TOL || axes[0].dot(axes[2]).abs() > SLICE_TOL {
         return Err(WriteError::Geometry(
             "slice axis is not perpendicular to the image plane (tilted or sheared stack); \
              single-frame CT cannot express it, resample first"
@@ -374,6 +405,8 @@ mod tests {
     fn refuses_tilted_stack() {
         let mut axes = PatientPosition::Hfs.axial_axes();
         check_geometry(axes).expect("axial is fine");
+        axes[0] = Vec3([0.0, 2e-4, 1.0]).normalized().expect("nonzero");
+        check_geometry(axes).expect("IPP rounding noise is accepted");
         axes[0] = Vec3([0.0, 0.2, 1.0]).normalized().expect("nonzero");
         assert!(matches!(check_geometry(axes), Err(WriteError::Geometry(_))));
     }

@@ -3,7 +3,7 @@
 //! The header carries the same RAS affine twice: in the sform (exact, `sform_code` 1 = scanner) and in the
 //! qform (quaternion, `qform_code` 1), because some readers only look at one of them. pixdim holds the
 //! spacing, xyzt_units says millimetres. The array `[slice, row, column]` is stored with NIfTI index
-//! `(i, j, k) = (column, row, slice)`, so the affine is [`Geometry::nifti_ras_affine`].
+//! `(i, j, k) = (column, row, slice)`, so the affine is [`Geometry::nifti_ras_affine`](crate::volume::Geometry::nifti_ras_affine).
 
 use super::WriteError;
 use crate::load::nifti::qform::affine_to_quatern;
