@@ -131,9 +131,9 @@ impl Direction {
 pub struct Spacing {
     /// Distance between slice centres (axis 0), mm.
     pub slice: f64,
-    /// Distance between row centres (axis 1), mm: DICOM PixelSpacing[0].
+    /// Distance between row centres (axis 1), mm: DICOM `PixelSpacing[0]`.
     pub row: f64,
-    /// Distance between column centres (axis 2), mm: DICOM PixelSpacing[1].
+    /// Distance between column centres (axis 2), mm: DICOM `PixelSpacing[1]`.
     pub column: f64,
 }
 
