@@ -9,5 +9,6 @@
 
 pub mod cli;
 pub mod load;
+pub mod phantom;
 pub mod volume;
 pub mod write;

@@ -69,6 +69,8 @@ pub struct Vertebra {
     pub centre: [f64; 3],
     /// Extra axial rotation of this vertebra (radians).
     pub rot: f64,
+    /// Cached (sin, cos) of `rot`.
+    pub rot_sc: (f64, f64),
     /// Half width (left-right) and half depth (antero-posterior) of the body.
     pub a: f64,
     pub b: f64,
@@ -263,6 +265,7 @@ impl Vertebra {
             level_index,
             centre: [0.0; 3],
             rot: 0.0,
+            rot_sc: (0.0, 1.0),
             a,
             b,
             h_top: h,
@@ -302,14 +305,18 @@ impl Vertebra {
     /// Body-frame coordinates of a spine-frame point.
     pub fn local(&self, s: [f64; 3]) -> [f64; 3] {
         let d = sub(s, self.centre);
-        let (sn, cs) = (-self.rot).sin_cos();
+        let (sn, cs) = (-self.rot_sc.0, self.rot_sc.1);
         [cs * d[0] - sn * d[1], sn * d[0] + cs * d[1], d[2]]
     }
 
     /// Spine-frame point of body-frame coordinates.
     pub fn to_spine(&self, l: [f64; 3]) -> [f64; 3] {
-        let (sn, cs) = self.rot.sin_cos();
-        [cs * l[0] - sn * l[1] + self.centre[0], sn * l[0] + cs * l[1] + self.centre[1], l[2] + self.centre[2]]
+        let (sn, cs) = self.rot_sc;
+        [
+            cs * l[0] - sn * l[1] + self.centre[0],
+            sn * l[0] + cs * l[1] + self.centre[1],
+            l[2] + self.centre[2],
+        ]
     }
 
     fn waist_scale(&self, z: f64) -> f64 {
@@ -391,6 +398,9 @@ impl Vertebra {
     pub fn posterior_depth(&self, l: [f64; 3]) -> f64 {
         let [x, y, z] = l;
         let ax = x.abs();
+        if y < self.yw0 - 4.0 || ax > self.ped_x + self.tp_len + self.tp_r + 4.0 {
+            return -1.0;
+        }
         let mut d = self.pedicle_depth(l);
         let cy = self.canal_centre_y();
         let ye = self.ped_end_y();
@@ -411,12 +421,18 @@ impl Vertebra {
         let perp = -py * dir[1] + pz * dir[0];
         if along > -4.0 && along < self.sp_len + 2.0 {
             let taper = 1.0 - 0.3 * (along / self.sp_len).clamp(0.0, 1.0);
-            let ds = (self.sp_t * taper - ax).min(self.sp_h * (0.7 + 0.3 * taper) - perp.abs()).min(self.sp_len - along);
+            let ds = (self.sp_t * taper - ax)
+                .min(self.sp_h * (0.7 + 0.3 * taper) - perp.abs())
+                .min(self.sp_len - along);
             d = d.max(ds.min(along + 4.0));
         }
         // Transverse processes: capsules out to the side (and back in the thorax).
         let tp0 = [self.ped_x + 1.0, ye + 1.0, self.ped_z];
-        let tp1 = [self.ped_x + 1.0 + self.tp_len * self.tp_back.cos(), ye + 1.0 + self.tp_len * self.tp_back.sin(), self.ped_z];
+        let tp1 = [
+            self.ped_x + 1.0 + self.tp_len * self.tp_back.cos(),
+            ye + 1.0 + self.tp_len * self.tp_back.sin(),
+            self.ped_z,
+        ];
         let (dt, _) = seg_dist([ax, y, z], tp0, tp1);
         d = d.max(self.tp_r - dt);
         // Articular processes: short vertical pillars behind the pedicles.
@@ -509,6 +525,7 @@ impl Anatomy {
             v.centre[0] = scol * zc + rng.random_range(-0.5..0.5);
             v.centre[1] = kyph * zc * zc;
             v.rot = rng.random_range(-0.03..0.03);
+            v.rot_sc = v.rot.sin_cos();
         }
         below.reverse();
         let target = below.len();
@@ -524,7 +541,11 @@ impl Anatomy {
         let fat_post = rng.random_range(4.0..25.0);
         let half_depth = if thoracic { rng.random_range(95.0..125.0) } else { rng.random_range(95.0..135.0) };
         let torso = Torso {
-            half_width: if thoracic { rng.random_range(140.0..170.0) } else { rng.random_range(135.0..175.0) },
+            half_width: if thoracic {
+                rng.random_range(140.0..170.0)
+            } else {
+                rng.random_range(135.0..175.0)
+            },
             half_depth,
             centre_y: sp_tip + 8.0 + fat_post - half_depth,
             fat_post,
@@ -541,7 +562,11 @@ impl Anatomy {
             cord: rng.random_range(25.0..38.0),
             blood: rng.random_range(35.0..55.0),
             lung: rng.random_range(-880.0..-800.0),
-            cancellous: if osteoporotic { rng.random_range(70.0..130.0) } else { rng.random_range(130.0..260.0) },
+            cancellous: if osteoporotic {
+                rng.random_range(70.0..130.0)
+            } else {
+                rng.random_range(130.0..260.0)
+            },
             trabecular_sd: rng.random_range(35.0..70.0),
             cortical: rng.random_range(800.0..1400.0),
             lytic: rng.random_range(20.0..60.0),
@@ -702,7 +727,11 @@ impl Anatomy {
             }
             let l = v.local(s);
             let is_t = i == self.target;
-            let (db, part) = v.body_depth(l);
+            let (db, part) = if dz > v.h_top + 1.0 || dz < -v.h_bot - 1.0 {
+                (-1.0, BodyPart::Side)
+            } else {
+                v.body_depth(l)
+            };
             if db > 0.0 {
                 let label = if is_t { labels::VERTEBRAL_BODY } else { 0 };
                 return Some(self.body_tissue(v, is_t, l, db, part, label, s));
@@ -721,6 +750,9 @@ impl Anatomy {
         // Discs.
         for (i, v) in self.verts.iter().enumerate() {
             let Some(up) = self.verts.get(i + 1) else { continue };
+            if s[2] < v.centre[2] || s[2] > up.centre[2] {
+                continue;
+            }
             let l = v.local(s);
             let top = v.top_at(l[0], l[1]);
             let lu = up.local(s);
@@ -786,12 +818,15 @@ impl Anatomy {
         }
         // Segmental veins hugging the waist of each body.
         for v in &self.verts {
+            if (s[2] - v.centre[2]).abs() > 4.0 {
+                continue;
+            }
             let l = v.local(s);
-            if l[2].abs() > 4.0 {
+            if l[2].abs() > 4.0 || ellipse_depth(l[0], l[1] + 0.1 * v.b, v.a + 6.0, v.b + 6.0) < 0.0 {
                 continue;
             }
             let d = segmental_vein_dist(v, l);
-            if d < 1.5 {
+            if d < 1.6 {
                 return Some(self.sample(Tissue::Blood, 0, s));
             }
         }
@@ -803,14 +838,24 @@ impl Anatomy {
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn body_tissue(&self, v: &Vertebra, is_t: bool, l: [f64; 3], depth: f64, part: BodyPart, label: u8, s: [f64; 3]) -> Sample {
+    fn body_tissue(
+        &self,
+        v: &Vertebra,
+        is_t: bool,
+        l: [f64; 3],
+        depth: f64,
+        part: BodyPart,
+        label: u8,
+        s: [f64; 3],
+    ) -> Sample {
         // Basivertebral foramen and vein.
         let bv = basivertebral_dist(v, l);
         let in_foramen = l[0].abs() < 2.2 && (l[2] - v.bv_z).abs() < 1.8 && part == BodyPart::Wall;
         if in_foramen || bv < 1.0 {
             return self.sample(Tissue::BasiVein, label, s);
         }
-        let lesion_here = if is_t { self.lesion.as_ref().and_then(|les| lesion_tissue(les, l, self.tex)) } else { None };
+        let lesion_here =
+            if is_t { self.lesion.as_ref().and_then(|les| lesion_tissue(les, l, self.tex)) } else { None };
         if depth < v.cortex(part) {
             if let (Some(les), true) = (self.lesion.as_ref().filter(|_| is_t), part == BodyPart::Wall) {
                 if let Some([bx, bz, bw, bh]) = les.breach {
@@ -902,7 +947,9 @@ impl Anatomy {
         }
         // Lumbar: psoas growing caudally, quadratus lumborum, great vessels, kidneys, bowel.
         let ps = ((li - 7.0) / 5.0).clamp(0.1, 1.0);
-        if ellipse_depth(ax - (tv.a + 6.0 + 8.0 * ps), a[1] + tv.b * 0.15, 8.0 + 14.0 * ps, 7.0 + 11.0 * ps) > 0.0 {
+        if ellipse_depth(ax - (tv.a + 6.0 + 8.0 * ps), a[1] + tv.b * 0.15, 8.0 + 14.0 * ps, 7.0 + 11.0 * ps)
+            > 0.0
+        {
             return self.sample(Tissue::Muscle, 0, a);
         }
         if ellipse_depth(ax - (tv.a + 45.0), a[1] - (tv.yw0 + 12.0), 14.0, 8.0) > 0.0 {
@@ -925,7 +972,11 @@ impl Anatomy {
 }
 
 fn lesion_tissue(les: &Lesion, l: [f64; 3], tex: u32) -> Option<Tissue> {
-    let q = [(l[0] - les.centre[0]) / les.radii[0], (l[1] - les.centre[1]) / les.radii[1], (l[2] - les.centre[2]) / les.radii[2]];
+    let q = [
+        (l[0] - les.centre[0]) / les.radii[0],
+        (l[1] - les.centre[1]) / les.radii[1],
+        (l[2] - les.centre[2]) / les.radii[2],
+    ];
     let r2 = q[0] * q[0] + q[1] * q[1] + q[2] * q[2];
     let lump = 0.35 * noise::scaled(tex.wrapping_add(30), l, [4.0; 3]) as f64;
     if r2 > 1.0 + lump {
@@ -956,7 +1007,7 @@ pub fn segmental_vein_points(v: &Vertebra, side: f64) -> Vec<[f64; 3]> {
     (0..=8)
         .map(|i| {
             let th = (-60.0 + 105.0 * i as f64 / 8.0f64).to_radians();
-            [side * (v.a * s + 2.6) * th.cos(), (v.b * s + 2.6) * th.sin() - 0.1 * v.b, 0.0]
+            [side * (v.a * s + 4.0) * th.cos(), (v.b * s + 4.0) * th.sin() - 0.1 * v.b, 0.0]
         })
         .collect()
 }
@@ -973,7 +1024,8 @@ fn make_ribs(verts: &[Vertebra], torso: &Torso) -> Vec<Rib> {
         for side in [1.0, -1.0] {
             let z0 = v.centre[2] + v.h_top * 0.8;
             let head = [side * v.a * 0.9, v.yw0 - 3.0, z0];
-            let tub = [side * (v.ped_x + v.tp_len * 0.9), v.ped_end_y() + v.tp_len * 0.45, v.ped_z + v.centre[2]];
+            let tub =
+                [side * (v.ped_x + v.tp_len * 0.9), v.ped_end_y() + v.tp_len * 0.45, v.ped_z + v.centre[2]];
             let mut pts = vec![head, tub];
             let ax = torso.half_width - torso.fat_lat - 12.0;
             let by = torso.half_depth - torso.fat_post - 12.0;

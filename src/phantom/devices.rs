@@ -48,13 +48,22 @@ impl Devices {
 }
 
 /// Places the needles (transpedicular, tip in the anterior third of the body) and the optional wire.
-pub fn place(anat: &Anatomy, bilateral: bool, wire: Option<ThermocouplePlace>, rng: &mut ChaCha8Rng) -> Devices {
+pub fn place(
+    anat: &Anatomy,
+    bilateral: bool,
+    wire: Option<ThermocouplePlace>,
+    rng: &mut ChaCha8Rng,
+) -> Devices {
     let v = anat.target();
     let first_side = if rng.random_bool(0.5) { 1.0 } else { -1.0 };
     let sides: Vec<f64> = if bilateral { vec![first_side, -first_side] } else { vec![first_side] };
     let mut needles = Vec::new();
     for side in sides {
-        let tip_x = if bilateral { side * v.a * rng.random_range(0.1..0.3) } else { -side * v.a * rng.random_range(0.0..0.12) };
+        let tip_x = if bilateral {
+            side * v.a * rng.random_range(0.1..0.3)
+        } else {
+            -side * v.a * rng.random_range(0.0..0.12)
+        };
         let tip = [tip_x, -v.b * rng.random_range(0.4..0.6), rng.random_range(-0.25..0.25) * v.h_top];
         let ped = [side * (v.ped_x + v.ped_flare * v.ped_len * 0.5), v.yw0 + v.ped_len * 0.5, v.ped_z * 0.8];
         let d = [ped[0] - tip[0], ped[1] - tip[1], ped[2] - tip[2]];
@@ -114,16 +123,26 @@ pub fn add_streaks(img: &mut [f32], n: usize, feet: &[Footprint], pixel_mm: f64,
     for f in feet {
         let axis = [f.p1[0] - f.p0[0], f.p1[1] - f.p0[1]];
         let al = (axis[0] * axis[0] + axis[1] * axis[1]).sqrt();
-        let base_ang = if al > 1e-6 { axis[1].atan2(axis[0]) } else { rng.random_range(0.0..std::f64::consts::PI) };
+        let base_ang =
+            if al > 1e-6 { axis[1].atan2(axis[0]) } else { rng.random_range(0.0..std::f64::consts::PI) };
         let s = f.strength.min(40.0) / 40.0;
         let count = 10 + (s * 14.0) as usize;
         for k in 0..count {
             let t: f64 = rng.random_range(0.0..1.0);
             let o = [f.p0[0] + axis[0] * t, f.p0[1] + axis[1] * t];
-            let ang = if k < 3 { base_ang + rng.random_range(-0.08..0.08) } else { rng.random_range(0.0..std::f64::consts::PI) };
+            let ang = if k < 3 {
+                base_ang + rng.random_range(-0.08..0.08)
+            } else {
+                rng.random_range(0.0..std::f64::consts::PI)
+            };
             let sign = if k % 2 == 0 { 1.0 } else { -1.0 };
             let amp = sign * rng.random_range(60.0..260.0) * (0.4 + s) * if k < 3 { 1.6 } else { 1.0 };
-            rays.push(Ray { o, d: [ang.cos(), ang.sin()], amp, w: rng.random_range(0.6..1.6) / pixel_mm.max(0.3) });
+            rays.push(Ray {
+                o,
+                d: [ang.cos(), ang.sin()],
+                amp,
+                w: rng.random_range(0.6..1.6) / pixel_mm.max(0.3),
+            });
         }
     }
     // Dark band between pairs of metal objects.
@@ -136,9 +155,12 @@ pub fn add_streaks(img: &mut [f32], n: usize, feet: &[Footprint], pixel_mm: f64,
         }
     }
     let decay = 60.0 / pixel_mm.max(0.3);
-    for (r, row) in img.chunks_mut(n).enumerate() {
+    // Streaks vary slowly along their length: evaluate on a half-resolution grid and interpolate.
+    let m = n.div_ceil(2) + 1;
+    let mut field = vec![0f32; m * m];
+    for (r, row) in field.chunks_mut(m).enumerate() {
         for (c, v) in row.iter_mut().enumerate() {
-            let p = [c as f64, r as f64];
+            let p = [c as f64 * 2.0, r as f64 * 2.0];
             let mut add = 0.0;
             for ray in &rays {
                 let q = [p[0] - ray.o[0], p[1] - ray.o[1]];
@@ -156,7 +178,17 @@ pub fn add_streaks(img: &mut [f32], n: usize, feet: &[Footprint], pixel_mm: f64,
                     add += amp * (-(d * d) / (2.0 * w * w)).exp();
                 }
             }
-            *v += add as f32;
+            *v = add as f32;
+        }
+    }
+    for (r, row) in img.chunks_mut(n).enumerate() {
+        let (r0, fr) = (r / 2, (r % 2) as f32 * 0.5);
+        for (c, v) in row.iter_mut().enumerate() {
+            let (c0, fc) = (c / 2, (c % 2) as f32 * 0.5);
+            let f = |rr: usize, cc: usize| field[rr.min(m - 1) * m + cc.min(m - 1)];
+            let top = f(r0, c0) * (1.0 - fc) + f(r0, c0 + 1) * fc;
+            let bot = f(r0 + 1, c0) * (1.0 - fc) + f(r0 + 1, c0 + 1) * fc;
+            *v += top * (1.0 - fr) + bot * fr;
         }
     }
 }

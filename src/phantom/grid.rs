@@ -31,7 +31,11 @@ impl GridSpec {
         self.point_zyx(z, y, x)
     }
     pub fn point_zyx(&self, z: usize, y: usize, x: usize) -> [f64; 3] {
-        [self.origin[0] + x as f64 * self.h, self.origin[1] + y as f64 * self.h, self.origin[2] + z as f64 * self.h]
+        [
+            self.origin[0] + x as f64 * self.h,
+            self.origin[1] + y as f64 * self.h,
+            self.origin[2] + z as f64 * self.h,
+        ]
     }
     /// Linear index of the voxel nearest to `p`, if inside.
     pub fn nearest(&self, p: [f64; 3]) -> Option<usize> {
@@ -74,10 +78,11 @@ pub struct FineGrid {
     pub label: Vec<u8>,
 }
 
-/// Coarse HU over the trunk.
+/// Coarse HU and tissue class over the trunk.
 pub struct CoarseGrid {
     pub spec: GridSpec,
     pub hu: Vec<f32>,
+    pub tissue: Vec<Tissue>,
 }
 
 pub fn build_fine(anat: &Anatomy, z_lo: f64, z_hi: f64, h: f64) -> FineGrid {
@@ -132,19 +137,28 @@ pub fn build_coarse(anat: &Anatomy, z_lo: f64, z_hi: f64, h: f64) -> CoarseGrid 
     ];
     let spec = GridSpec { origin: [-x_half, y_lo, z_lo], h, dims };
     let plane = dims[1] * dims[2];
-    let planes: Vec<Vec<f32>> = (0..dims[0])
+    let planes: Vec<(Vec<f32>, Vec<Tissue>)> = (0..dims[0])
         .into_par_iter()
         .map(|z| {
             let mut hu = Vec::with_capacity(plane);
+            let mut ti = Vec::with_capacity(plane);
             for y in 0..dims[1] {
                 for x in 0..dims[2] {
-                    hu.push(anat.eval(spec.point_zyx(z, y, x)).hu);
+                    let s = anat.eval(spec.point_zyx(z, y, x));
+                    hu.push(s.hu);
+                    ti.push(s.tissue);
                 }
             }
-            hu
+            (hu, ti)
         })
         .collect();
-    CoarseGrid { spec, hu: planes.concat() }
+    let mut hu = Vec::with_capacity(spec.len());
+    let mut tissue = Vec::with_capacity(spec.len());
+    for (a, b) in planes {
+        hu.extend(a);
+        tissue.extend(b);
+    }
+    CoarseGrid { spec, hu, tissue }
 }
 
 impl CoarseGrid {
@@ -167,7 +181,8 @@ impl CoarseGrid {
         for dz in 0..2 {
             for dy in 0..2 {
                 for dx in 0..2 {
-                    let (x, y, z) = ((i0[0] + dx).min(n[0] - 1), (i0[1] + dy).min(n[1] - 1), (i0[2] + dz).min(n[2] - 1));
+                    let (x, y, z) =
+                        ((i0[0] + dx).min(n[0] - 1), (i0[1] + dy).min(n[1] - 1), (i0[2] + dz).min(n[2] - 1));
                     let wt = (if dx == 1 { w[0] } else { 1.0 - w[0] })
                         * (if dy == 1 { w[1] } else { 1.0 - w[1] })
                         * (if dz == 1 { w[2] } else { 1.0 - w[2] });

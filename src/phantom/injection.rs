@@ -6,7 +6,7 @@
 //! once; scan k shows the prefix whose volume equals what was injected by then minus what leaked. Each leak
 //! has its own fill order confined to its site's region, from a portal where the cement leaves the body.
 
-use super::anatomy::{basivertebral_dist, segmental_vein_points, seg_dist, Anatomy, Tissue};
+use super::anatomy::{basivertebral_dist, seg_dist, segmental_vein_points, Anatomy, Tissue};
 use super::devices::Devices;
 use super::grid::FineGrid;
 use super::spec::LeakSite;
@@ -58,7 +58,8 @@ fn key(v: f64) -> u64 {
 fn neighbours(g: &FineGrid, i: usize) -> impl Iterator<Item = usize> + '_ {
     let [z, y, x] = g.spec.zyx(i);
     let d = g.spec.dims;
-    let cand: [(isize, isize, isize); 6] = [(-1, 0, 0), (1, 0, 0), (0, -1, 0), (0, 1, 0), (0, 0, -1), (0, 0, 1)];
+    let cand: [(isize, isize, isize); 6] =
+        [(-1, 0, 0), (1, 0, 0), (0, -1, 0), (0, 1, 0), (0, 0, -1), (0, 0, 1)];
     cand.into_iter().filter_map(move |(dz, dy, dx)| {
         let (nz, ny, nx) = (z as isize + dz, y as isize + dy, x as isize + dx);
         if nz < 0 || ny < 0 || nx < 0 || nz >= d[0] as isize || ny >= d[1] as isize || nx >= d[2] as isize {
@@ -134,7 +135,11 @@ pub fn plan(
     let seeds = if seeds.is_empty() {
         // Tip outside the cancellous bone (thin vertebra): start from the nearest body voxel.
         let t = tips.first().copied().unwrap_or([0.0; 3]);
-        (0..g.spec.len()).filter(|&i| is_body(i)).min_by(|&a, &b| dist(g.spec.point(a), t).total_cmp(&dist(g.spec.point(b), t))).into_iter().collect()
+        (0..g.spec.len())
+            .filter(|&i| is_body(i))
+            .min_by(|&a, &b| dist(g.spec.point(a), t).total_cmp(&dist(g.spec.point(b), t)))
+            .into_iter()
+            .collect()
     } else {
         seeds
     };
@@ -181,7 +186,8 @@ pub fn plan(
         .map(|&site| {
             let v0 = (rng.random_range(0.02f64.ln()..0.35f64.ln())).exp();
             let growth = if rng.random_bool(0.5) { rng.random_range(0.03..0.2) } else { 0.0 };
-            let trigger = matches!(site, LeakSite::Canal | LeakSite::PosteriorVein).then(|| rng.random_range(0.0..2.5));
+            let trigger =
+                matches!(site, LeakSite::Canal | LeakSite::PosteriorVein).then(|| rng.random_range(0.0..2.5));
             Pending { site, trigger, onset_scan: rng.random_range(1..expected_scans.max(2)), v0, growth }
         })
         .collect();
@@ -193,9 +199,16 @@ pub fn plan(
     for k in 1..=max_steps {
         let prev = injected[k - 1];
         let near = wall_at(intra[k - 1]) <= 5.0;
-        let inc = if near { rng.random_range(0.3..0.5) } else { 1.0 };
+        let inc: f64 = if near { rng.random_range(0.3..0.5) } else { 1.0 };
         let inj = (prev + inc).min(total_ml);
-        let last = inj >= total_ml - 1e-9 || k == max_steps;
+        let mut last = inj >= total_ml - 1e-9 || k == max_steps;
+        // A canal leak stops the injection: every other planned leak must show by this scan.
+        let canal_fires = pend.iter().enumerate().any(|(j, p)| {
+            p.site == LeakSite::Canal
+                && onsets[j].is_none()
+                && p.trigger.is_some_and(|t| wall_at(inj) <= t || k >= p.onset_scan + 3)
+        });
+        last |= canal_fires;
         let mut leaked = 0.0;
         let mut stop = false;
         for (j, p) in pend.iter_mut().enumerate() {
@@ -228,7 +241,6 @@ pub fn plan(
             break;
         }
     }
-    let n_scans = injected.len();
 
     // Leak geometry.
     let mut step = vec![NONE; g.spec.len()];
@@ -264,7 +276,7 @@ pub fn plan(
     // Fill state per scan.
     let mut taken = 0usize;
     let mut count = 0usize;
-    for k in 1..n_scans {
+    for (k, &intra_k) in intra.iter().enumerate().skip(1) {
         for l in leaks.iter().filter(|l| l.onset <= k) {
             for &b in &l.bridge {
                 let b = b as usize;
@@ -275,7 +287,7 @@ pub fn plan(
                 }
             }
         }
-        let need = (intra[k] / fvv).round() as usize;
+        let need = (intra_k / fvv).round() as usize;
         while count < need && taken < order.len() {
             let i = order[taken] as usize;
             taken += 1;
@@ -328,7 +340,13 @@ fn bridge_voxels(g: &FineGrid, a: [f64; 3], b: [f64; 3]) -> Vec<u32> {
 }
 
 /// Portal (anatomy frame) and fill order of one leak.
-fn leak_order(anat: &Anatomy, g: &FineGrid, site: LeakSite, n: usize, rng: &mut ChaCha8Rng) -> (Option<[f64; 3]>, Vec<u32>) {
+fn leak_order(
+    anat: &Anatomy,
+    g: &FineGrid,
+    site: LeakSite,
+    n: usize,
+    rng: &mut ChaCha8Rng,
+) -> (Option<[f64; 3]>, Vec<u32>) {
     let v = anat.target();
     let side = if rng.random_bool(0.5) { 1.0 } else { -1.0 };
     let local = |i: usize| anat.anat_to_target(g.spec.point(i));
@@ -336,14 +354,18 @@ fn leak_order(anat: &Anatomy, g: &FineGrid, site: LeakSite, n: usize, rng: &mut 
         LeakSite::Canal => {
             let (bx, bz) = match anat.lesion.as_ref().and_then(|l| l.breach) {
                 Some([bx, bz, _, _]) => (bx, bz),
-                None => (side * rng.random_range(1.0..v.canal_hw * 0.5), rng.random_range(-v.h_bot * 0.5..v.h_top * 0.5)),
+                None => (
+                    side * rng.random_range(1.0..v.canal_hw * 0.5),
+                    rng.random_range(-v.h_bot * 0.5..v.h_top * 0.5),
+                ),
             };
             let pl = [bx, v.wall_y(bx, bz) + 1.0, bz];
             let portal = anat.target_to_anat(pl);
             let foraminal = rng.random_bool(0.3);
             let fside = if bx >= 0.0 { 1.0 } else { -1.0 };
             let allowed = |i: usize| {
-                g.label[i] == labels::CANAL && matches!(g.tissue[i], Tissue::EpiduralFat | Tissue::Blood | Tissue::Lytic)
+                g.label[i] == labels::CANAL
+                    && matches!(g.tissue[i], Tissue::EpiduralFat | Tissue::Blood | Tissue::Lytic)
             };
             let cost = |i: usize| {
                 let l = local(i);
@@ -352,7 +374,10 @@ fn leak_order(anat: &Anatomy, g: &FineGrid, site: LeakSite, n: usize, rng: &mut 
                 0.05 * dist(l, pl) + post + lat + 1.0
             };
             let seed = nearest_allowed(g, portal, &allowed);
-            (seed.map(|_| portal), seed.map(|s| percolate(g, &[s], n, rng, &allowed, &cost)).unwrap_or_default())
+            (
+                seed.map(|_| portal),
+                seed.map(|s| percolate(g, &[s], n, rng, &allowed, &cost)).unwrap_or_default(),
+            )
         }
         LeakSite::PosteriorVein => {
             let y = v.wall_y(0.0, v.bv_z) + 1.3;
@@ -367,7 +392,8 @@ fn leak_order(anat: &Anatomy, g: &FineGrid, site: LeakSite, n: usize, rng: &mut 
             ];
             let portal = anat.target_to_anat([0.0, v.wall_y(0.0, v.bv_z) + 0.5, v.bv_z]);
             let allowed = |i: usize| {
-                g.label[i] == labels::CANAL && !matches!(g.tissue[i], Tissue::Csf | Tissue::Cord | Tissue::NerveRoot)
+                g.label[i] == labels::CANAL
+                    && !matches!(g.tissue[i], Tissue::Csf | Tissue::Cord | Tissue::NerveRoot)
             };
             (Some(portal), tube_order(g, &paths, 1.6, len_up.max(len_dn) + 2.0, n, &local, &allowed))
         }
@@ -384,13 +410,20 @@ fn leak_order(anat: &Anatomy, g: &FineGrid, site: LeakSite, n: usize, rng: &mut 
                 0.04 * dist(l, pl) + 0.5 * (l[2] - pl[2]).abs()
             };
             let seed = nearest_allowed(g, portal, &allowed);
-            (seed.map(|_| portal), seed.map(|s| percolate(g, &[s], n, rng, &allowed, &cost)).unwrap_or_default())
+            (
+                seed.map(|_| portal),
+                seed.map(|s| percolate(g, &[s], n, rng, &allowed, &cost)).unwrap_or_default(),
+            )
         }
         LeakSite::Paraspinal => {
             let pts = segmental_vein_points(v, side);
             let start = rng.random_range(2..6usize);
             let soft = |i: usize| {
-                g.label[i] == 0 && matches!(g.tissue[i], Tissue::Fat | Tissue::Muscle | Tissue::Blood | Tissue::EpiduralFat | Tissue::Viscera)
+                g.label[i] == 0
+                    && matches!(
+                        g.tissue[i],
+                        Tissue::Fat | Tissue::Muscle | Tissue::Blood | Tissue::EpiduralFat | Tissue::Viscera
+                    )
             };
             let portal = anat.target_to_anat(pts[start]);
             if rng.random_bool(0.6) {
@@ -399,12 +432,15 @@ fn leak_order(anat: &Anatomy, g: &FineGrid, site: LeakSite, n: usize, rng: &mut 
                 let mut back: Vec<[f64; 3]> = pts[..=start].to_vec();
                 back.reverse();
                 let paths = [fwd, back];
-                (Some(portal), tube_order(g, &paths, 2.2, 20.0, n, &local, &soft))
+                (Some(portal), tube_order(g, &paths, 2.2, 12.0, n, &local, &soft))
             } else {
                 let pl = pts[start];
                 let cost = |i: usize| 0.08 * dist(local(i), pl);
                 let seed = nearest_allowed(g, portal, &soft);
-                (seed.map(|_| portal), seed.map(|s| percolate(g, &[s], n, rng, &soft, &cost)).unwrap_or_default())
+                (
+                    seed.map(|_| portal),
+                    seed.map(|s| percolate(g, &[s], n, rng, &soft, &cost)).unwrap_or_default(),
+                )
             }
         }
     }
@@ -420,7 +456,13 @@ fn nearest_allowed(g: &FineGrid, p: [f64; 3], allowed: &dyn Fn(usize) -> bool) -
         for dy in -r..=r {
             for dx in -r..=r {
                 let (nz, ny, nx) = (z as isize + dz, y as isize + dy, x as isize + dx);
-                if nz < 0 || ny < 0 || nx < 0 || nz >= d[0] as isize || ny >= d[1] as isize || nx >= d[2] as isize {
+                if nz < 0
+                    || ny < 0
+                    || nx < 0
+                    || nz >= d[0] as isize
+                    || ny >= d[1] as isize
+                    || nx >= d[2] as isize
+                {
                     continue;
                 }
                 let i = g.spec.index(nz as usize, ny as usize, nx as usize);

@@ -62,6 +62,9 @@ pub struct PhantomScan {
     pub labels: LabelVolume,
     pub anatomy: LabelVolume,
     pub truth: ScanTruth,
+    /// Tissue class at each voxel centre (`anatomy::Tissue as u8`: fat 2, muscle 4, cortical 12,
+    /// cancellous 13...), for realism checks; not written to disk.
+    pub tissue: LabelVolume,
 }
 
 /// A generated case: the resolved spec and its scans (baseline first).
@@ -178,10 +181,24 @@ pub fn generate_case(spec: &PhantomSpec) -> Result<PhantomCase, PhantomError> {
 }
 
 /// As [`generate_case`], calling `progress(done, total)` after each scan.
-pub fn generate_case_with(spec: &PhantomSpec, progress: &mut dyn FnMut(usize, usize)) -> Result<PhantomCase, PhantomError> {
+pub fn generate_case_with(
+    spec: &PhantomSpec,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<PhantomCase, PhantomError> {
     let spec = resolve_spec(spec)?;
     let seed = spec.seed;
-    let (Some(level), Some(lesion), Some(intact), Some(sites), Some(bilateral), Some(tc), Some(thickness), Some(pixel), Some(slices), Some(total)) = (
+    let (
+        Some(level),
+        Some(lesion),
+        Some(intact),
+        Some(sites),
+        Some(bilateral),
+        Some(tc),
+        Some(thickness),
+        Some(pixel),
+        Some(slices),
+        Some(total),
+    ) = (
         spec.level,
         spec.lesion,
         spec.posterior_wall_intact,
@@ -192,31 +209,66 @@ pub fn generate_case_with(spec: &PhantomSpec, progress: &mut dyn FnMut(usize, us
         spec.pixel_mm,
         spec.slices,
         spec.total_ml,
-    ) else {
+    )
+    else {
         return Err(PhantomError::InvalidSpec("spec not fully resolved".into()));
     };
     let mut rng = noise::stream(seed, 2, 0);
     let span = slices as f64 * thickness;
     let anat = Anatomy::generate(level, &mut rng, lesion, intact, span);
     let mut srng = noise::stream(seed, 3, 0);
-    let offset = [srng.random_range(-15.0..15.0), srng.random_range(-20.0..20.0), srng.random_range(-600.0..-100.0)];
+    let offset =
+        [srng.random_range(-15.0..15.0), srng.random_range(-20.0..20.0), srng.random_range(-600.0..-100.0)];
     let dz = srng.random_range(-4.0..4.0);
     let z_lo = dz - span / 2.0 - thickness - 4.0;
     let z_hi = dz + span / 2.0 + thickness + 4.0;
+    let t0 = std::time::Instant::now();
     let fine = grid::build_fine(&anat, z_lo, z_hi, spec.model_mm);
-    let coarse = grid::build_coarse(&anat, z_lo, z_hi, 2.0);
+    let coarse = grid::build_coarse(&anat, z_lo, z_hi, 4.0 * spec.model_mm);
+    tracing::info!(
+        fine_voxels = fine.spec.len(),
+        coarse_voxels = coarse.spec.len(),
+        secs = t0.elapsed().as_secs_f64(),
+        "patient model rasterised"
+    );
+    let t0 = std::time::Instant::now();
     let mut drng = noise::stream(seed, 4, 0);
     let dev = devices::place(&anat, bilateral, tc, &mut drng);
     let mut irng = noise::stream(seed, 5, 0);
     let max_steps = spec.steps.unwrap_or(20);
-    let inj = injection::plan(&anat, &fine, &dev, &injection::InjectionParams { total_ml: total, max_steps, sites: sites.clone() }, &mut irng);
+    let inj = injection::plan(
+        &anat,
+        &fine,
+        &dev,
+        &injection::InjectionParams { total_ml: total, max_steps, sites: sites.clone() },
+        &mut irng,
+    );
 
+    tracing::info!(secs = t0.elapsed().as_secs_f64(), scans = inj.injected_ml.len(), "injection planned");
     let fov = spec.matrix as f64 * pixel;
     let tor = &anat.torso;
-    let fov_y = if fov > 2.0 * tor.half_depth + 30.0 { tor.centre_y } else { 25.0_f64.min(tor.centre_y + tor.half_depth - fov / 2.0 + 10.0) };
-    let fov_centre = [offset[0] + srng.random_range(-10.0..10.0), offset[1] + fov_y + srng.random_range(-8.0..8.0), offset[2] + dz];
+    let fov_y = if fov > 2.0 * tor.half_depth + 30.0 {
+        tor.centre_y
+    } else {
+        25.0_f64.min(tor.centre_y + tor.half_depth - fov / 2.0 + 10.0)
+    };
+    let fov_centre = [
+        offset[0] + srng.random_range(-10.0..10.0),
+        offset[1] + fov_y + srng.random_range(-8.0..8.0),
+        offset[2] + dz,
+    ];
     let noise_sd = (srng.random_range(8.0f64.ln()..30.0f64.ln())).exp();
-    let scanner = Scanner::new(spec.position, spec.matrix, slices, thickness, pixel, offset, fov_centre, noise_sd, 0.45 / pixel);
+    let scanner = Scanner::new(
+        spec.position,
+        spec.matrix,
+        slices,
+        thickness,
+        pixel,
+        offset,
+        fov_centre,
+        noise_sd,
+        0.45 / pixel,
+    );
     let model = Model {
         fine: &fine,
         coarse: &coarse,
@@ -232,11 +284,16 @@ pub fn generate_case_with(spec: &PhantomSpec, progress: &mut dyn FnMut(usize, us
     let vox_ml = scanner.geometry.spacing.voxel_volume_ml();
     for k in 0..n_scans {
         let motion = if k == 0 || !spec.motion { Motion::identity() } else { Motion::random(&mut mrng) };
+        let t0 = std::time::Instant::now();
         let acq = scanner.acquire(&model, k, &motion);
+        tracing::info!(scan = k, secs = t0.elapsed().as_secs_f64(), "acquired");
         let leaks = measure_leaks(&acq, &scanner, &motion, &anat, &inj, k, &prev_leaks, vox_ml);
         let wall = wall_distance_on_labels(&acq.labels, &scanner, &motion, &anat);
         let intra = acq.labels.data.iter().filter(|&&l| l == labels::CEMENT).count() as f64 * vox_ml;
-        let angle = ((motion.r[0][0] + motion.r[1][1] + motion.r[2][2] - 1.0) / 2.0).clamp(-1.0, 1.0).acos().to_degrees();
+        let angle = ((motion.r[0][0] + motion.r[1][1] + motion.r[2][2] - 1.0) / 2.0)
+            .clamp(-1.0, 1.0)
+            .acos()
+            .to_degrees();
         let truth = ScanTruth {
             schema: truth::TRUTH_SCHEMA.into(),
             step: k,
@@ -255,13 +312,23 @@ pub fn generate_case_with(spec: &PhantomSpec, progress: &mut dyn FnMut(usize, us
             osteoporotic: anat.osteoporotic,
             bilateral_needles: bilateral,
             thermocouple: tc,
-            needle_tips_lps_mm: dev.tips().into_iter().map(|t| scanner.to_lps(&motion, t).rounded()).collect(),
+            needle_tips_lps_mm: dev
+                .tips()
+                .into_iter()
+                .map(|t| scanner.to_lps(&motion, t).rounded())
+                .collect(),
             voxel_volume_ml: vox_ml,
             motion_mm: (motion.t.iter().map(|v| v * v).sum::<f64>().sqrt() * 1000.0).round() / 1000.0,
             motion_deg: (angle * 1000.0).round() / 1000.0,
         };
         prev_leaks = leaks;
-        scans.push(PhantomScan { ct: acq.ct, labels: acq.labels, anatomy: acq.anatomy, truth });
+        scans.push(PhantomScan {
+            ct: acq.ct,
+            labels: acq.labels,
+            anatomy: acq.anatomy,
+            truth,
+            tissue: acq.tissue,
+        });
         progress(k + 1, n_scans);
     }
     let summary = CaseSummary {
@@ -316,8 +383,8 @@ fn measure_leaks(
         }
         count[j] += 1;
         let p = g.voxel_to_lps([idx.0, idx.1, idx.2]);
-        for a in 0..3 {
-            sum[j][a] += p.0[a];
+        for (acc, v) in sum[j].iter_mut().zip(p.0) {
+            *acc += v;
         }
         if inj.leaks[j].site == LeakSite::Canal && !foraminal[j] {
             let l = anat.anat_to_target(scanner.to_anat(motion, p));
@@ -349,11 +416,18 @@ fn measure_leaks(
     out
 }
 
-fn wall_distance_on_labels(lab: &LabelVolume, scanner: &Scanner, motion: &Motion, anat: &Anatomy) -> Option<f64> {
+fn wall_distance_on_labels(
+    lab: &LabelVolume,
+    scanner: &Scanner,
+    motion: &Motion,
+    anat: &Anatomy,
+) -> Option<f64> {
     let g = lab.geometry;
     lab.data
         .indexed_iter()
         .filter(|(_, &l)| l == labels::CEMENT)
-        .map(|(i, _)| injection::wall_distance(anat, scanner.to_anat(motion, g.voxel_to_lps([i.0, i.1, i.2]))))
+        .map(|(i, _)| {
+            injection::wall_distance(anat, scanner.to_anat(motion, g.voxel_to_lps([i.0, i.1, i.2])))
+        })
         .min_by(|a, b| a.total_cmp(b))
 }

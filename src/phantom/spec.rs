@@ -55,7 +55,8 @@ impl Level {
     }
 
     pub fn name(self) -> &'static str {
-        const NAMES: [&str; 13] = ["T5", "T6", "T7", "T8", "T9", "T10", "T11", "T12", "L1", "L2", "L3", "L4", "L5"];
+        const NAMES: [&str; 13] =
+            ["T5", "T6", "T7", "T8", "T9", "T10", "T11", "T12", "L1", "L2", "L3", "L4", "L5"];
         NAMES[self.index()]
     }
 }
@@ -120,7 +121,8 @@ pub enum LeakSite {
 }
 
 impl LeakSite {
-    pub const ALL: [LeakSite; 4] = [LeakSite::Canal, LeakSite::PosteriorVein, LeakSite::Disc, LeakSite::Paraspinal];
+    pub const ALL: [LeakSite; 4] =
+        [LeakSite::Canal, LeakSite::PosteriorVein, LeakSite::Disc, LeakSite::Paraspinal];
 
     /// Label code of this site in label maps.
     pub fn label(self) -> u8 {
@@ -157,7 +159,9 @@ impl FromStr for LeakSite {
             .iter()
             .copied()
             .find(|x| x.name() == l || (l == "vein" && *x == LeakSite::PosteriorVein))
-            .ok_or_else(|| format!("unknown leak site {s:?} (expected canal, posterior_vein, disc, paraspinal)"))
+            .ok_or_else(|| {
+                format!("unknown leak site {s:?} (expected canal, posterior_vein, disc, paraspinal)")
+            })
     }
 }
 
