@@ -556,8 +556,8 @@ impl Anatomy {
 
         let hu = HuTable {
             fat: rng.random_range(-110.0..-80.0),
-            muscle: rng.random_range(40.0..58.0),
-            disc: rng.random_range(70.0..105.0),
+            muscle: rng.random_range(32.0..50.0),
+            disc: rng.random_range(58.0..88.0),
             csf: rng.random_range(2.0..15.0),
             cord: rng.random_range(25.0..38.0),
             blood: rng.random_range(35.0..55.0),

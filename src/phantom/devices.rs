@@ -135,7 +135,7 @@ pub fn add_streaks(img: &mut [f32], n: usize, feet: &[Footprint], pixel_mm: f64,
             } else {
                 rng.random_range(0.0..std::f64::consts::PI)
             };
-            let sign = if k % 2 == 0 { 1.0 } else { -1.0 };
+            let sign = if rng.random_bool(0.5) { 1.0 } else { -1.0 };
             let amp = sign * rng.random_range(60.0..260.0) * (0.4 + s) * if k < 3 { 1.6 } else { 1.0 };
             rays.push(Ray {
                 o,

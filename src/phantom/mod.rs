@@ -257,7 +257,7 @@ pub fn generate_case_with(
         offset[1] + fov_y + srng.random_range(-8.0..8.0),
         offset[2] + dz,
     ];
-    let noise_sd = (srng.random_range(8.0f64.ln()..30.0f64.ln())).exp();
+    let noise_sd = (srng.random_range(8.0f64.ln()..24.0f64.ln())).exp();
     let scanner = Scanner::new(
         spec.position,
         spec.matrix,
