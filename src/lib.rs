@@ -12,6 +12,7 @@ pub mod cli;
 pub mod leaks;
 pub mod load;
 pub mod onnx;
+pub mod phantom;
 pub mod render;
 pub mod report;
 pub mod volume;
