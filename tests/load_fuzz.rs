@@ -119,3 +119,24 @@ fn regression_declared_length_past_end_of_file() {
     assert!(matches!(load_dicom_bytes(&b), Err(cementleak::load::LoadError::Corrupt { .. })));
     assert!(t0.elapsed().as_secs_f64() < 1.0);
 }
+
+/// Found by the proptest above on the Enhanced CT seed: dicom-rs and the length walk disagreed on element
+/// boundaries (an invalid item tag (FFFE,E0E5); an unknown VR, which dicom-rs reads as UN with a 4-byte
+/// length) so a ~4 GiB / ~1.5 GB declared length slipped through and was allocated. Both are refused now.
+#[test]
+fn regression_walk_stays_in_step_with_the_parser() {
+    let cases = [
+        vec![
+            Edit::Set(18082926195977301767, 225),
+            Edit::Set(7134251987947700210, 135),
+            Edit::Set(786437719017683600, 229),
+        ],
+        vec![Edit::Set(8327377793562593802, 248), Edit::Set(453159938297682631, 10)],
+    ];
+    for edits in cases {
+        let t0 = std::time::Instant::now();
+        let r = load_dicom_bytes(&apply(fixture("enhanced_4x4x3.dcm"), &edits));
+        assert!(matches!(r, Err(cementleak::load::LoadError::Corrupt { .. })), "{:?}", r.err());
+        assert!(t0.elapsed().as_secs_f64() < 1.0);
+    }
+}

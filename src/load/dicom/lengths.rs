@@ -40,15 +40,24 @@ pub fn walk(prefix: &[u8], total: usize, stop_at_pixel_data: bool) -> Walk {
         // Not our concern: the parser reports a missing marker.
         return Walk::Ok(None);
     };
-    let mut w = Walker { b: prefix, total, pos: start, explicit: true, little: true };
-    // Meta group: always explicit VR little endian.
+    let mut w = Walker { b: prefix, total, pos: start, explicit: true, little: true, in_meta: true };
+    // Meta group: always explicit VR little endian. dicom-rs reads (0002,0000) and then whole elements until
+    // that many bytes are consumed; the walk does the same so both agree on where the data set starts.
     let mut ts = String::new();
-    loop {
-        match w.peek_group() {
-            None => return if w.pos >= total { Walk::Ok(None) } else { Walk::NeedMore },
-            Some(0x0002) => {}
-            Some(_) => break,
-        }
+    let group_len = match w.element() {
+        Step::Value { tag, len: 4, .. } if tag == Tag(0x0002, 0x0000) => match w.u32_at(w.pos, true) {
+            Some(v) => {
+                w.pos += 4;
+                v as usize
+            }
+            None => return w.need_more_or_bad_walk(),
+        },
+        // dicom-rs refuses such a meta group; nothing to protect.
+        Step::Stop(r) => return r,
+        _ => return Walk::Ok(None),
+    };
+    let meta_start = w.pos;
+    while w.pos - meta_start < group_len {
         match w.element() {
             Step::Value { tag, len, .. } => {
                 if let Some(v) = w.b.get(w.pos..w.pos + len as usize) {
@@ -64,6 +73,7 @@ pub fn walk(prefix: &[u8], total: usize, stop_at_pixel_data: bool) -> Walk {
             Step::Undefined { .. } => return Walk::Bad("undefined length in the file meta group".into()),
         }
     }
+    w.in_meta = false;
     match ts.as_str() {
         "1.2.840.10008.1.2" => w.explicit = false,
         "1.2.840.10008.1.2.2" => w.little = false,
@@ -99,15 +109,22 @@ pub fn walk(prefix: &[u8], total: usize, stop_at_pixel_data: bool) -> Walk {
                     in_fragments = false;
                 }
             }
-            Step::Undefined { tag, is_sq } => {
+            Step::Undefined { tag, is_sq, un } => {
                 if tag == Tag(0x7FE0, 0x0010) {
                     if stop_at_pixel_data {
                         return Walk::Ok(Some(at));
                     }
                     in_fragments = true;
                 } else if !(is_sq || tag.group() == 0xFFFE) {
-                    // Undefined-length UN and the like switch encodings inside; the parser handles them.
-                    return Walk::Ok(None);
+                    if un {
+                        // An undefined-length UN holds an implicit VR little endian sequence (PS3.5 6.2.2).
+                        // Approximation: the rest of the walk stays implicit; lengths are still bounded.
+                        w.explicit = false;
+                        w.little = true;
+                    } else {
+                        // dicom-rs reads any other undefined-length value as fragments.
+                        in_fragments = true;
+                    }
                 }
             }
         }
@@ -117,7 +134,7 @@ pub fn walk(prefix: &[u8], total: usize, stop_at_pixel_data: bool) -> Walk {
 
 enum Step {
     Value { tag: Tag, len: u32, is_sq: bool },
-    Undefined { tag: Tag, is_sq: bool },
+    Undefined { tag: Tag, is_sq: bool, un: bool },
     Stop(Walk),
 }
 
@@ -127,6 +144,7 @@ struct Walker<'a> {
     pos: usize,
     explicit: bool,
     little: bool,
+    in_meta: bool,
 }
 
 impl Walker<'_> {
@@ -143,6 +161,14 @@ impl Walker<'_> {
         self.u16_at(self.pos, true)
     }
 
+    fn need_more_or_bad_walk(&self) -> Walk {
+        if self.b.len() < self.total {
+            Walk::NeedMore
+        } else {
+            Walk::Bad("truncated element header".into())
+        }
+    }
+
     fn need_more_or_bad(&self) -> Step {
         Step::Stop(if self.b.len() < self.total {
             Walk::NeedMore
@@ -153,20 +179,27 @@ impl Walker<'_> {
 
     /// Read one element header at `pos` and advance past it (not past its value).
     fn element(&mut self) -> Step {
-        let meta = self.peek_group() == Some(0x0002);
+        let meta = self.in_meta || self.peek_group() == Some(0x0002);
         let little = self.little || meta;
         let explicit = self.explicit || meta;
         let (Some(g), Some(e)) = (self.u16_at(self.pos, little), self.u16_at(self.pos + 2, little)) else {
             return self.need_more_or_bad();
         };
         let tag = Tag(g, e);
+        if g == 0xFFFE && !matches!(e, 0xE000 | 0xE00D | 0xE0DD) {
+            return Step::Stop(Walk::Bad(format!("invalid item tag {tag} at offset {}", self.pos)));
+        }
+        let mut un = false;
         let (len, header, vr_sq) = if g == 0xFFFE {
             let Some(l) = self.u32_at(self.pos + 4, little) else { return self.need_more_or_bad() };
             (l, 8, false)
         } else if explicit {
             let Some(vr) = self.b.get(self.pos + 4..self.pos + 6) else { return self.need_more_or_bad() };
             let vr = [vr[0], vr[1]];
-            if LONG_VRS.contains(&&vr) {
+            // dicom-rs reads an unknown VR as UN (4-byte length); so does the walk.
+            let known = VR::from_binary(vr).is_some();
+            un = &vr == b"UN" || !known;
+            if LONG_VRS.contains(&&vr) || !known {
                 let Some(l) = self.u32_at(self.pos + 8, little) else { return self.need_more_or_bad() };
                 (l, 12, &vr == b"SQ")
             } else {
@@ -181,7 +214,7 @@ impl Walker<'_> {
         };
         self.pos += header;
         if len == UNDEFINED {
-            Step::Undefined { tag, is_sq: vr_sq || !explicit }
+            Step::Undefined { tag, is_sq: vr_sq || !explicit, un }
         } else {
             Step::Value { tag, len, is_sq: vr_sq }
         }
@@ -208,7 +241,8 @@ mod tests {
     fn explicit_file(elements: &[u8]) -> Vec<u8> {
         let mut b = vec![0u8; 128];
         b.extend_from_slice(b"DICM");
-        // (0002,0010) UI "1.2.840.10008.1.2.1\0"
+        // (0002,0000) UL 28, then (0002,0010) UI "1.2.840.10008.1.2.1\0"
+        b.extend_from_slice(&[0x02, 0x00, 0x00, 0x00, b'U', b'L', 4, 0, 28, 0, 0, 0]);
         b.extend_from_slice(&[0x02, 0x00, 0x10, 0x00, b'U', b'I', 20, 0]);
         b.extend_from_slice(b"1.2.840.10008.1.2.1\0");
         b.extend_from_slice(elements);
