@@ -45,7 +45,7 @@ pub fn walk(prefix: &[u8], total: usize, stop_at_pixel_data: bool) -> Walk {
     // that many bytes are consumed; the walk does the same so both agree on where the data set starts.
     let mut ts = String::new();
     let group_len = match w.element() {
-        Step::Value { tag, len: 4, .. } if tag == Tag(0x0002, 0x0000) => match w.u32_at(w.pos, true) {
+        Step::Value { tag: Tag(0x0002, 0x0000), len: 4, .. } => match w.u32_at(w.pos, true) {
             Some(v) => {
                 w.pos += 4;
                 v as usize
