@@ -163,7 +163,7 @@ fn rescale_matches_dicom_pixeldata_modality_lut() {
     }
     for path in files {
         let bytes = std::fs::read(&path).unwrap();
-        let obj = parse_bytes(&path, &bytes, None).unwrap();
+        let obj = parse_bytes(&path, &bytes, false).unwrap();
         let theirs: Vec<f32> = obj.decode_pixel_data().unwrap().to_vec::<f32>().unwrap();
         let ours = load_dicom_bytes(&bytes).unwrap();
         assert_eq!(ours.volume.data.len(), theirs.len());

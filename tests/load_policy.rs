@@ -297,3 +297,29 @@ fn localizer_in_series_is_skipped() {
     assert_eq!(scan.volume.shape()[0], 3);
     assert!(scan.warnings.iter().any(|w| w.contains("LOCALIZER")));
 }
+
+/// Regenerates the small synthetic fuzz seeds in fixtures/fuzz-seeds (run with `--ignored`).
+#[test]
+#[ignore]
+fn write_fuzz_seeds() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/fuzz-seeds");
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut s = Slice::axial("1.9.99", 0.0, 8);
+    s.padding = Some(-2000);
+    s.write(&dir.join("ct_8x8.dcm"));
+    let e = enhanced_ct("1.9.98", &[2.0, 0.0, 1.0], &[-1024.0, -1000.0, -1024.0], 4);
+    std::fs::write(dir.join("enhanced_4x4x3.dcm"), to_bytes(&e)).unwrap();
+}
+
+/// Writes an uncompressed 512 x 512 x 60 series to $CEMENTLEAK_SERIES_OUT (run with `--ignored`), e.g. to
+/// measure the loader's peak memory with `/usr/bin/time -v cementleak info DIR`.
+#[test]
+#[ignore]
+fn write_large_series() {
+    let Some(out) = std::env::var_os("CEMENTLEAK_SERIES_OUT") else { return };
+    let dir = Path::new(&out);
+    std::fs::create_dir_all(dir).unwrap();
+    for k in 0..60 {
+        Slice::axial("1.9.97", 1.25 * k as f64, 512).write(&dir.join(format!("s{k:03}.dcm")));
+    }
+}

@@ -173,10 +173,57 @@ impl Convert {
     }
 
     pub fn frame(&self, bytes: &[u8], slope: f64, intercept: f64, out: &mut ArrayViewMut2<'_, f32>) {
-        let samples = bytes.chunks_exact(self.width);
+        match out.as_slice_mut() {
+            Some(o) => self.frame_slice(bytes, slope, intercept, o),
+            None => {
+                let mut tmp = vec![0f32; out.len()];
+                self.frame_slice(bytes, slope, intercept, &mut tmp);
+                out.iter_mut().zip(tmp).for_each(|(o, v)| *o = v);
+            }
+        }
+    }
+
+    /// Hot loop of the loader: 16-bit samples get a branch-light path; f32 arithmetic is used only when
+    /// slope and intercept are integers (then it is exact for every 16-bit value), else f64.
+    fn frame_slice(&self, bytes: &[u8], slope: f64, intercept: f64, out: &mut [f32]) {
         let (lo, hi) = self.padding.unwrap_or((i64::MAX, i64::MIN));
-        // Integer slope and intercept (the usual CT case) are exact in f32; keep f64 for the rest.
-        for (o, b) in out.iter_mut().zip(samples) {
+        let exact_f32 = slope.fract() == 0.0
+            && intercept.fract() == 0.0
+            && slope.abs() <= 128.0
+            && intercept.abs() < (1 << 23) as f64;
+        if self.width == 2 && self.bits_stored <= 16 {
+            let bs = self.bits_stored;
+            let shift = 32 - bs;
+            let mask = if bs >= 32 { u32::MAX } else { (1u32 << bs) - 1 };
+            let signed = self.signed;
+            let (lo, hi) = (
+                lo.clamp(i32::MIN as i64, i32::MAX as i64) as i32,
+                hi.clamp(i32::MIN as i64, i32::MAX as i64) as i32,
+            );
+            let value = |c: &[u8]| -> i32 {
+                let raw = u16::from_ne_bytes([c[0], c[1]]) as u32;
+                if signed {
+                    ((raw << shift) as i32) >> shift
+                } else {
+                    (raw & mask) as i32
+                }
+            };
+            let samples = bytes.chunks_exact(2);
+            if exact_f32 {
+                let (s, b) = (slope as f32, intercept as f32);
+                for (o, c) in out.iter_mut().zip(samples) {
+                    let v = value(c);
+                    *o = if v >= lo && v <= hi { PADDING_HU } else { v as f32 * s + b };
+                }
+            } else {
+                for (o, c) in out.iter_mut().zip(samples) {
+                    let v = value(c);
+                    *o = if v >= lo && v <= hi { PADDING_HU } else { (slope * v as f64 + intercept) as f32 };
+                }
+            }
+            return;
+        }
+        for (o, b) in out.iter_mut().zip(bytes.chunks_exact(self.width)) {
             let v = self.value(b);
             *o = if v >= lo && v <= hi { PADDING_HU } else { (slope * v as f64 + intercept) as f32 };
         }

@@ -20,6 +20,7 @@
 
 pub mod decode;
 pub mod header;
+pub mod lengths;
 pub mod lenient;
 pub mod multiframe;
 pub mod order;
@@ -47,7 +48,7 @@ pub fn load_dicom(path: &Path, opts: &LoadOptions) -> Result<Scan, LoadError> {
 /// [`load_dicom`] on a folder holding only that file; used by the fuzzer and for in-memory objects.
 pub fn load_dicom_bytes(bytes: &[u8]) -> Result<Scan, LoadError> {
     let name = PathBuf::from("<memory>");
-    let parse = || parse_bytes(&name, bytes, None);
+    let parse = || parse_bytes(&name, bytes, false);
     let obj = parse()?;
     let ts = obj.meta().transfer_syntax().to_string();
     let sop = obj.meta().media_storage_sop_class_uid().trim_end_matches('\0').to_string();
@@ -65,25 +66,21 @@ pub fn load_dicom_bytes(bytes: &[u8]) -> Result<Scan, LoadError> {
 fn open_full(path: &Path) -> Result<DefaultDicomObject, LoadError> {
     let bytes =
         std::fs::read(path).map_err(|e| LoadError::Io { path: path.to_path_buf(), reason: e.to_string() })?;
-    parse_bytes(path, &bytes, None)
+    parse_bytes(path, &bytes, false)
 }
 
-/// Parse a DICOM file's bytes, stopping before `until` if given; a meta group the strict reader refuses is
-/// retried with [`lenient::parse_file_bytes`] (which always reads the whole data set).
-pub fn parse_bytes(
-    path: &Path,
-    bytes: &[u8],
-    until: Option<dicom_core::Tag>,
-) -> Result<DefaultDicomObject, LoadError> {
+/// Parse a DICOM file's bytes (all of them, or with `header_only` everything before PixelData). Declared
+/// element lengths are checked against the file size first ([`lengths`]); a meta group the strict reader
+/// refuses is retried with [`lenient::parse_file_bytes`].
+pub fn parse_bytes(path: &Path, bytes: &[u8], header_only: bool) -> Result<DefaultDicomObject, LoadError> {
     let corrupt = |reason: String| LoadError::Corrupt { path: path.to_path_buf(), reason };
-    let strict = catch_unwind(AssertUnwindSafe(|| {
-        let opts = OpenFileOptions::new();
-        match until {
-            Some(t) => opts.read_until(t).from_reader(bytes),
-            None => opts.from_reader(bytes),
-        }
-    }))
-    .map_err(|_| corrupt("the DICOM parser crashed on this file".into()))?;
+    let bytes = match lengths::walk(bytes, bytes.len(), header_only) {
+        lengths::Walk::Bad(reason) => return Err(corrupt(reason)),
+        lengths::Walk::Ok(Some(pixel_data_at)) if header_only => &bytes[..pixel_data_at],
+        _ => bytes,
+    };
+    let strict = catch_unwind(AssertUnwindSafe(|| OpenFileOptions::new().from_reader(bytes)))
+        .map_err(|_| corrupt("the DICOM parser crashed on this file".into()))?;
     match strict {
         Ok(obj) => Ok(obj),
         Err(e) => {

@@ -4,7 +4,6 @@
 use super::header::{read_header, FileHeader};
 use crate::load::{LoadError, LoadOptions};
 use dicom_dictionary_std::tags;
-use dicom_object::OpenFileOptions;
 use rayon::prelude::*;
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -94,18 +93,12 @@ fn classify(path: &Path) -> Entry {
     if &head[128..132] != b"DICM" {
         return Entry::Stray { path: path.to_path_buf(), reason: "no DICM marker at byte 128".into() };
     }
-    let obj = match OpenFileOptions::new().read_until(tags::PIXEL_DATA).open_file(path) {
-        Ok(o) => o,
-        // The lenient fallback needs the bytes; only files the strict reader refuses pay for that.
-        Err(_) => match std::fs::read(path) {
-            Ok(bytes) => match super::parse_bytes(path, &bytes, Some(tags::PIXEL_DATA)) {
-                Ok(o) => o,
-                Err(e) => return Entry::Broken(e),
-            },
-            Err(e) => {
-                return Entry::Broken(LoadError::Io { path: path.to_path_buf(), reason: e.to_string() })
-            }
+    let obj = match header_bytes(path) {
+        Ok(bytes) => match super::parse_bytes(path, &bytes, true) {
+            Ok(o) => o,
+            Err(e) => return Entry::Broken(e),
         },
+        Err(e) => return Entry::Broken(e),
     };
     let meta = obj.meta();
     let ts = meta.transfer_syntax().to_string();
@@ -122,6 +115,28 @@ fn classify(path: &Path) -> Entry {
             Entry::NonImage { path: path.to_path_buf(), what }
         }
         Err(e) => Entry::Broken(e),
+    }
+}
+
+/// The bytes of `path` up to its PixelData header: a 64 KiB prefix is enough for classic CT headers; long
+/// headers (Enhanced CT functional groups) and damaged files are read whole. Lengths are checked against
+/// the file size on the way ([`super::lengths`]).
+fn header_bytes(path: &Path) -> Result<Vec<u8>, LoadError> {
+    const PREFIX: usize = 64 * 1024;
+    let io = |e: std::io::Error| LoadError::Io { path: path.to_path_buf(), reason: e.to_string() };
+    let mut f = std::fs::File::open(path).map_err(io)?;
+    let total = f.metadata().map_err(io)?.len() as usize;
+    let mut buf = vec![0u8; PREFIX.min(total)];
+    let n = read_up_to(&mut f, &mut buf).map_err(io)?;
+    buf.truncate(n);
+    match super::lengths::walk(&buf, total, true) {
+        super::lengths::Walk::Bad(reason) => Err(LoadError::Corrupt { path: path.to_path_buf(), reason }),
+        super::lengths::Walk::Ok(Some(at)) => {
+            buf.truncate(at);
+            Ok(buf)
+        }
+        _ if n == total => Ok(buf),
+        _ => std::fs::read(path).map_err(io),
     }
 }
 

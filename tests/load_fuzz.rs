@@ -1,0 +1,142 @@
+//! Mutation tests of the byte-level loader (a quick, always-on complement to `scripts/fuzz.sh`): random
+//! byte edits, truncations and splices of small synthetic files and of a real codec file must give `Ok` or a
+//! `LoadError`, never a panic. Crashes found by cargo-fuzz are kept below as named regressions.
+
+mod common;
+
+use cementleak::load::dicom::load_dicom_bytes;
+use proptest::prelude::*;
+use std::path::Path;
+
+fn fixture(name: &str) -> Vec<u8> {
+    std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/fuzz-seeds").join(name))
+        .expect("fixture")
+}
+
+#[derive(Debug, Clone)]
+enum Edit {
+    Set(usize, u8),
+    Truncate(usize),
+    Insert(usize, Vec<u8>),
+    Delete(usize, usize),
+}
+
+fn apply(mut b: Vec<u8>, edits: &[Edit]) -> Vec<u8> {
+    for e in edits {
+        if b.is_empty() {
+            break;
+        }
+        match e {
+            Edit::Set(i, v) => {
+                let n = b.len();
+                b[i % n] = *v;
+            }
+            Edit::Truncate(i) => {
+                let n = b.len();
+                b.truncate(i % n);
+            }
+            Edit::Insert(i, bytes) => {
+                let at = i % b.len();
+                b.splice(at..at, bytes.iter().copied());
+            }
+            Edit::Delete(i, len) => {
+                let at = i % b.len();
+                let end = (at + len).min(b.len());
+                b.drain(at..end);
+            }
+        }
+    }
+    b
+}
+
+fn edit() -> impl Strategy<Value = Edit> {
+    prop_oneof![
+        6 => (any::<usize>(), any::<u8>()).prop_map(|(i, v)| Edit::Set(i, v)),
+        1 => any::<usize>().prop_map(Edit::Truncate),
+        1 => (any::<usize>(), proptest::collection::vec(any::<u8>(), 1..16)).prop_map(|(i, v)| Edit::Insert(i, v)),
+        1 => (any::<usize>(), 1usize..64).prop_map(|(i, n)| Edit::Delete(i, n)),
+    ]
+}
+
+fn no_panic(bytes: &[u8]) -> Result<(), TestCaseError> {
+    let r = std::panic::catch_unwind(|| {
+        let _ = load_dicom_bytes(bytes);
+    });
+    prop_assert!(r.is_ok(), "loader panicked");
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 400, ..ProptestConfig::default() })]
+
+    #[test]
+    fn mutated_synthetic_ct_never_panics(edits in proptest::collection::vec(edit(), 1..6)) {
+        no_panic(&apply(fixture("ct_8x8.dcm"), &edits))?;
+    }
+
+    #[test]
+    fn mutated_enhanced_ct_never_panics(edits in proptest::collection::vec(edit(), 1..6)) {
+        no_panic(&apply(fixture("enhanced_4x4x3.dcm"), &edits))?;
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 40, ..ProptestConfig::default() })]
+
+    #[test]
+    fn mutated_real_codec_files_never_panic(which in 0usize..4, edits in proptest::collection::vec(edit(), 1..4)) {
+        let Some(dir) = common::shared_data("codecs") else { return Ok(()) };
+        let names = [
+            "CTImage.dcm_RLELosslessTransferSyntax_1.2.840.10008.1.2.5.dcm",
+            "CTImage.dcm_JPEGProcess14SV1TransferSyntax_1.2.840.10008.1.2.4.70.dcm",
+            "CTImage.dcm_JPEG2000LosslessOnlyTransferSyntax_1.2.840.10008.1.2.4.90.dcm",
+            "CTImage.dcm_DeflatedExplicitVRLittleEndianTransferSyntax_1.2.840.10008.1.2.1.99.dcm",
+        ];
+        let bytes = std::fs::read(dir.join(names[which])).unwrap();
+        no_panic(&apply(bytes, &edits))?;
+    }
+}
+
+/// Found by the proptest above: a byte edit turned an element length into ~8 KB past the end of the file
+/// and, in another case, ~1.2 GB; dicom-rs allocated and zero-filled the declared size before failing
+/// (minutes in a debug build). The length walk now refuses it up front.
+#[test]
+fn regression_declared_length_past_end_of_file() {
+    let edits = vec![
+        Edit::Set(14661046783860945240, 117),
+        Edit::Set(7420731389163068432, 124),
+        Edit::Insert(5229558466799791386, vec![245, 116, 186, 148, 128, 248]),
+    ];
+    let t0 = std::time::Instant::now();
+    let r = load_dicom_bytes(&apply(fixture("ct_8x8.dcm"), &edits));
+    assert!(matches!(r, Err(cementleak::load::LoadError::Corrupt { .. })), "{:?}", r.err());
+    assert!(t0.elapsed().as_secs_f64() < 1.0);
+    // The same with a pixel data length of 1 GiB.
+    let mut b = fixture("ct_8x8.dcm");
+    let at = b.windows(4).rposition(|w| w == [0xE0, 0x7F, 0x10, 0x00]).expect("pixel data tag");
+    b[at + 8..at + 12].copy_from_slice(&0x4000_0000u32.to_le_bytes());
+    let t0 = std::time::Instant::now();
+    assert!(matches!(load_dicom_bytes(&b), Err(cementleak::load::LoadError::Corrupt { .. })));
+    assert!(t0.elapsed().as_secs_f64() < 1.0);
+}
+
+/// Found by the proptest above on the Enhanced CT seed: dicom-rs and the length walk disagreed on element
+/// boundaries (an invalid item tag (FFFE,E0E5); an unknown VR, which dicom-rs reads as UN with a 4-byte
+/// length) so a ~4 GiB / ~1.5 GB declared length slipped through and was allocated. Both are refused now.
+#[test]
+fn regression_walk_stays_in_step_with_the_parser() {
+    let cases = [
+        vec![
+            Edit::Set(18082926195977301767, 225),
+            Edit::Set(7134251987947700210, 135),
+            Edit::Set(786437719017683600, 229),
+        ],
+        vec![Edit::Set(8327377793562593802, 248), Edit::Set(453159938297682631, 10)],
+    ];
+    for edits in cases {
+        let t0 = std::time::Instant::now();
+        let r = load_dicom_bytes(&apply(fixture("enhanced_4x4x3.dcm"), &edits));
+        assert!(matches!(r, Err(cementleak::load::LoadError::Corrupt { .. })), "{:?}", r.err());
+        assert!(t0.elapsed().as_secs_f64() < 1.0);
+    }
+}
