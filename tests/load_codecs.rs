@@ -173,3 +173,29 @@ fn rescale_matches_dicom_pixeldata_modality_lut() {
         assert!(Path::new(&path).exists());
     }
 }
+
+/// The real Enhanced CT file (2 frames, shared PlaneOrientation/PixelMeasures/PixelValueTransformation,
+/// per-frame PlanePosition) cannot be decoded here (12-bit JPEG), but its functional-group geometry is read
+/// and ordered correctly: frames at z = -159 and -149 with row cosines (-1,0,0), column cosines (0,1,0), so
+/// the slice normal points to -z and frame 1 (z = -149) comes first.
+#[test]
+fn real_enhanced_ct_geometry_from_functional_groups() {
+    use cementleak::load::dicom::{header, order};
+    let Some((dir, _)) = reference() else { return };
+    let path = dir.join("CT0012.fragmented_no_bot_jpeg_baseline.51.dcm");
+    let bytes = std::fs::read(&path).unwrap();
+    let obj = parse_bytes(&path, &bytes, true).unwrap();
+    let ts = obj.meta().transfer_syntax().to_string();
+    let h = header::read_header(&path, &obj, &ts, "").unwrap().expect("an image");
+    assert_eq!(h.frames, 2);
+    let g = h.geometry.as_ref().unwrap();
+    assert_eq!(g[0].position.z(), -159.0);
+    assert_eq!(g[1].position.z(), -149.0);
+    assert_eq!((g[0].slope, g[0].intercept), (1.0, -1024.0));
+    assert_eq!(g[0].pixel_spacing, [0.388672, 0.388672]);
+    let plan = order::plan(&path, std::slice::from_ref(&h)).unwrap();
+    assert_eq!(plan.slices.iter().map(|s| s.frame).collect::<Vec<_>>(), vec![1, 0]);
+    assert_eq!(plan.geometry.origin.z(), -149.0);
+    assert!((plan.geometry.spacing.slice - 10.0).abs() < 1e-9);
+    assert_eq!(plan.geometry.axes[0].0, [0.0, 0.0, -1.0]);
+}

@@ -140,3 +140,32 @@ fn regression_walk_stays_in_step_with_the_parser() {
         assert!(t0.elapsed().as_secs_f64() < 1.0);
     }
 }
+
+/// Found by cargo-fuzz (`oom-…`, `slow-unit-…` on mutated copies of the shared deflated CTImage file): inside a
+/// deflated data set, a damaged length made dicom-rs allocate up to 4 GB (libFuzzer out-of-memory at 3 GB,
+/// 10-34 s per input). Regenerated here by the same kind of mutation: inflate the shared file's data set,
+/// set the PixelData length to 0xF000_0000, deflate again.
+#[test]
+fn regression_deflated_dataset_with_huge_length() {
+    use std::io::{Read, Write};
+    let Some(dir) = common::shared_data("codecs") else { return };
+    let bytes = std::fs::read(
+        dir.join("CTImage.dcm_DeflatedExplicitVRLittleEndianTransferSyntax_1.2.840.10008.1.2.1.99.dcm"),
+    )
+    .unwrap();
+    let meta = cementleak::load::dicom::lenient::read_meta(&bytes).unwrap();
+    let mut inflated = Vec::new();
+    flate2::read::DeflateDecoder::new(&bytes[meta.dataset_start..]).read_to_end(&mut inflated).unwrap();
+    let at = inflated.windows(4).rposition(|w| w == [0xE0, 0x7F, 0x10, 0x00]).expect("pixel data");
+    inflated[at + 8..at + 12].copy_from_slice(&0xF000_0000u32.to_le_bytes());
+    let mut enc = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::default());
+    enc.write_all(&inflated).unwrap();
+    let mut mutated = bytes[..meta.dataset_start].to_vec();
+    mutated.extend(enc.finish().unwrap());
+    let t0 = std::time::Instant::now();
+    let r = load_dicom_bytes(&mutated);
+    assert!(matches!(r, Err(cementleak::load::LoadError::Corrupt { .. })), "{:?}", r.err());
+    assert!(t0.elapsed().as_secs_f64() < 2.0);
+    // The unmutated file still loads.
+    assert!(load_dicom_bytes(&bytes).is_ok());
+}

@@ -96,7 +96,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     println!("{}", s.path);
     println!(
         "  series      {} (#{}, \"{}\")",
-        s.series_instance_uid,
+        if s.series_instance_uid.is_empty() { "(no SeriesInstanceUID)" } else { &s.series_instance_uid },
         s.series_number.map_or("-".into(), |n| n.to_string()),
         s.series_description.as_deref().unwrap_or("")
     );

@@ -16,8 +16,9 @@
 
 use super::header::{error_chain, FileHeader};
 use crate::load::LoadError;
+use dicom_core::value::Value as DicomValue;
 use dicom_dictionary_std::tags;
-use dicom_encoding::transfer_syntax::TransferSyntaxIndex;
+use dicom_encoding::transfer_syntax::{Codec, TransferSyntaxIndex};
 use dicom_object::DefaultDicomObject;
 use dicom_pixeldata::PixelDecoder;
 use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
@@ -90,6 +91,12 @@ pub fn decode_into(
             reason: "the file has no PixelData element".into(),
         });
     }
+    // Native (uncompressed) pixel data is used in place: no decoder, no copy.
+    if let Some(native) = native_pixels(obj, h) {
+        let width = (h.bits_allocated / 8) as usize;
+        let bits_stored = (h.bits_stored as u32).clamp(1, 8 * width as u32);
+        return write_frames(h, &native, width, bits_stored, targets);
+    }
     let decoded = catch_unwind(AssertUnwindSafe(|| obj.decode_pixel_data()))
         .map_err(|_| corrupt("the pixel decoder crashed on this file".into()))?
         .map_err(|e| {
@@ -123,18 +130,43 @@ pub fn decode_into(
         b => return Err(corrupt(format!("decoded samples of {b} bits"))),
     };
     let bits_stored = (decoded.bits_stored() as u32).clamp(1, 8 * width as u32);
+    write_frames(h, decoded.data(), width, bits_stored, targets)
+}
+
+/// The PixelData bytes of a file whose transfer syntax stores pixels natively.
+fn native_pixels<'a>(obj: &'a DefaultDicomObject, h: &FileHeader) -> Option<std::borrow::Cow<'a, [u8]>> {
+    let ts = TransferSyntaxRegistry.get(&h.transfer_syntax)?;
+    if !matches!(ts.codec(), Codec::None | Codec::Dataset(_)) {
+        return None;
+    }
+    match obj.get(tags::PIXEL_DATA)?.value() {
+        DicomValue::Primitive(p) => Some(p.to_bytes()),
+        _ => None,
+    }
+}
+
+fn write_frames(
+    h: &FileHeader,
+    data: &[u8],
+    width: usize,
+    bits_stored: u32,
+    targets: Vec<Target<'_>>,
+) -> Result<(), LoadError> {
+    let (rows, cols) = (h.rows as usize, h.cols as usize);
     let frame_bytes = rows * cols * width;
-    let data = decoded.data();
     let needed = frame_bytes * h.frames as usize;
     if data.len() < needed {
-        return Err(corrupt(format!(
-            "pixel data holds {} bytes, {} needed for {} frame(s) of {}x{}",
-            data.len(),
-            needed,
-            h.frames,
-            rows,
-            cols
-        )));
+        return Err(LoadError::Corrupt {
+            path: h.path.clone(),
+            reason: format!(
+                "pixel data holds {} bytes, {} needed for {} frame(s) of {}x{}",
+                data.len(),
+                needed,
+                h.frames,
+                rows,
+                cols
+            ),
+        });
     }
     let conv = Convert { width, bits_stored, signed: h.signed, padding: h.padding };
     for mut t in targets {
@@ -213,7 +245,9 @@ impl Convert {
                 let (s, b) = (slope as f32, intercept as f32);
                 for (o, c) in out.iter_mut().zip(samples) {
                     let v = value(c);
-                    *o = if v >= lo && v <= hi { PADDING_HU } else { v as f32 * s + b };
+                    // Both sides computed so the compiler can use a blend instead of a branch.
+                    let hu = v as f32 * s + b;
+                    *o = if (v >= lo) & (v <= hi) { PADDING_HU } else { hu };
                 }
             } else {
                 for (o, c) in out.iter_mut().zip(samples) {

@@ -80,6 +80,17 @@ pub fn walk(prefix: &[u8], total: usize, stop_at_pixel_data: bool) -> Walk {
         "1.2.840.10008.1.2.1.99" => return Walk::Ok(None),
         _ => {}
     }
+    walk_body(&mut w, stop_at_pixel_data)
+}
+
+/// Walk a bare data set (no preamble or meta group), e.g. an inflated deflated data set.
+pub fn walk_dataset(bytes: &[u8], explicit: bool) -> Walk {
+    let mut w = Walker { b: bytes, total: bytes.len(), pos: 0, explicit, little: true, in_meta: false };
+    walk_body(&mut w, false)
+}
+
+fn walk_body(w: &mut Walker<'_>, stop_at_pixel_data: bool) -> Walk {
+    let total = w.total;
     let mut in_fragments = false;
     while w.pos < total {
         if w.pos >= w.b.len() {

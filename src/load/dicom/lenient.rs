@@ -35,8 +35,16 @@ impl From<String> for LenientError {
     }
 }
 
-/// Parse a whole DICOM file (with or without preamble) whose meta group the strict reader refused.
-pub fn parse_file_bytes(bytes: &[u8]) -> Result<DefaultDicomObject, LenientError> {
+/// What the file meta group says, and where the data set starts.
+pub struct Meta {
+    pub dataset_start: usize,
+    pub transfer_syntax: String,
+    pub sop_class: String,
+    pub sop_instance: String,
+}
+
+/// Walk the file meta group by hand (explicit VR little endian, as the standard fixes it).
+pub fn read_meta(bytes: &[u8]) -> Result<Meta, LenientError> {
     let start = if bytes.len() >= 132 && &bytes[128..132] == b"DICM" {
         132
     } else if bytes.len() >= 4 && &bytes[..4] == b"DICM" {
@@ -75,7 +83,9 @@ pub fn parse_file_bytes(bytes: &[u8]) -> Result<DefaultDicomObject, LenientError
         } else {
             (u16::from_le_bytes([h[6], h[7]]) as usize, 8)
         };
-        let value = bytes.get(pos + header..pos + header + len).ok_or("file meta group is truncated")?;
+        let value = bytes
+            .get(pos + header..(pos + header).saturating_add(len))
+            .ok_or("file meta group is truncated")?;
         let text = || String::from_utf8_lossy(value).trim_end_matches(['\0', ' ']).to_string();
         match element {
             0x0002 => sop_class = Some(text()),
@@ -85,19 +95,40 @@ pub fn parse_file_bytes(bytes: &[u8]) -> Result<DefaultDicomObject, LenientError
         }
         pos += header + len;
     }
-    let ts_uid = ts.ok_or("file meta group has no TransferSyntaxUID")?;
-    let Some(ts) = TransferSyntaxRegistry.get(&ts_uid) else {
-        return Err(LenientError::UnknownTransferSyntax(ts_uid));
+    Ok(Meta {
+        dataset_start: pos,
+        transfer_syntax: ts.ok_or("file meta group has no TransferSyntaxUID")?,
+        sop_class: sop_class.unwrap_or_default(),
+        sop_instance: sop_instance.unwrap_or_default(),
+    })
+}
+
+/// Parse the data set `dataset` (already inflated if it was deflated) with transfer syntax `parse_ts`, and
+/// attach a meta table naming `meta.transfer_syntax`.
+pub fn parse_dataset(
+    dataset: &[u8],
+    parse_ts: &str,
+    meta: &Meta,
+) -> Result<DefaultDicomObject, LenientError> {
+    let Some(ts) = TransferSyntaxRegistry.get(parse_ts) else {
+        return Err(LenientError::UnknownTransferSyntax(parse_ts.to_string()));
     };
-    let obj = InMemDicomObject::read_dataset_with_ts(&bytes[pos..], ts)
-        .map_err(|e| super::header::error_chain(&e))?;
-    let meta = FileMetaTableBuilder::new()
-        .transfer_syntax(ts_uid)
-        .media_storage_sop_class_uid(sop_class.unwrap_or_default())
-        .media_storage_sop_instance_uid(sop_instance.unwrap_or_default())
+    let obj =
+        InMemDicomObject::read_dataset_with_ts(dataset, ts).map_err(|e| super::header::error_chain(&e))?;
+    let table = FileMetaTableBuilder::new()
+        .transfer_syntax(meta.transfer_syntax.clone())
+        .media_storage_sop_class_uid(meta.sop_class.clone())
+        .media_storage_sop_instance_uid(meta.sop_instance.clone())
         .build()
         .map_err(|e| super::header::error_chain(&e))?;
-    Ok(obj.with_exact_meta(meta))
+    Ok(obj.with_exact_meta(table))
+}
+
+/// Parse a whole DICOM file (with or without preamble) whose meta group the strict reader refused.
+pub fn parse_file_bytes(bytes: &[u8]) -> Result<DefaultDicomObject, LenientError> {
+    let meta = read_meta(bytes)?;
+    let ts = meta.transfer_syntax.clone();
+    parse_dataset(&bytes[meta.dataset_start..], &ts, &meta)
 }
 
 /// Text of an element stored as UN, decoded with the dictionary VR: binary numbers for US/SS/UL/SL/FL/FD,

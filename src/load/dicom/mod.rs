@@ -74,6 +74,11 @@ fn open_full(path: &Path) -> Result<DefaultDicomObject, LoadError> {
 /// refuses is retried with [`lenient::parse_file_bytes`].
 pub fn parse_bytes(path: &Path, bytes: &[u8], header_only: bool) -> Result<DefaultDicomObject, LoadError> {
     let corrupt = |reason: String| LoadError::Corrupt { path: path.to_path_buf(), reason };
+    if let Ok(meta) = lenient::read_meta(bytes) {
+        if meta.transfer_syntax == DEFLATED {
+            return parse_deflated(path, bytes, &meta);
+        }
+    }
     let bytes = match lengths::walk(bytes, bytes.len(), header_only) {
         lengths::Walk::Bad(reason) => return Err(corrupt(reason)),
         lengths::Walk::Ok(Some(pixel_data_at)) if header_only => &bytes[..pixel_data_at],
@@ -104,6 +109,36 @@ pub fn parse_bytes(path: &Path, bytes: &[u8], header_only: bool) -> Result<Defau
             }
         }
     }
+}
+
+const DEFLATED: &str = "1.2.840.10008.1.2.1.99";
+const EXPLICIT_LE: &str = "1.2.840.10008.1.2.1";
+/// Inflated data sets larger than this are refused: a deflated CT image is a few MB once inflated, and a
+/// damaged stream must not grow without bound.
+const MAX_INFLATED: u64 = 1 << 30;
+
+/// Deflated explicit VR little endian: inflate here, under a size cap, check element lengths against the
+/// inflated size, then parse the plain data set. dicom-rs would otherwise trust lengths read from the
+/// inflating stream, which it cannot check against anything.
+fn parse_deflated(path: &Path, bytes: &[u8], meta: &lenient::Meta) -> Result<DefaultDicomObject, LoadError> {
+    use std::io::Read;
+    let corrupt = |reason: String| LoadError::Corrupt { path: path.to_path_buf(), reason };
+    let mut inflated = Vec::new();
+    flate2::read::DeflateDecoder::new(&bytes[meta.dataset_start..])
+        .take(MAX_INFLATED + 1)
+        .read_to_end(&mut inflated)
+        .map_err(|e| corrupt(format!("deflated data set: {e}")))?;
+    if inflated.len() as u64 > MAX_INFLATED {
+        return Err(corrupt(format!("deflated data set inflates beyond {MAX_INFLATED} bytes")));
+    }
+    if let lengths::Walk::Bad(reason) = lengths::walk_dataset(&inflated, true) {
+        return Err(corrupt(reason));
+    }
+    catch_unwind(AssertUnwindSafe(|| lenient::parse_dataset(&inflated, EXPLICIT_LE, meta)))
+        .map_err(|_| corrupt("the DICOM parser crashed on this file".into()))?
+        .map_err(|e| match e {
+            lenient::LenientError::UnknownTransferSyntax(t) | lenient::LenientError::Other(t) => corrupt(t),
+        })
 }
 
 type Opener<'a> = dyn Fn(&FileHeader) -> Result<DefaultDicomObject, LoadError> + Sync + 'a;
