@@ -563,9 +563,9 @@ impl Anatomy {
             blood: rng.random_range(35.0..55.0),
             lung: rng.random_range(-880.0..-800.0),
             cancellous: if osteoporotic {
-                rng.random_range(70.0..130.0)
+                rng.random_range(60.0..110.0)
             } else {
-                rng.random_range(130.0..260.0)
+                rng.random_range(90.0..160.0)
             },
             trabecular_sd: rng.random_range(35.0..70.0),
             cortical: rng.random_range(700.0..1200.0),

@@ -148,11 +148,11 @@ pub fn plan(
         let d = tips.iter().map(|&t| dist(p, t)).fold(f64::MAX, f64::min);
         let c = match g.tissue[i] {
             Tissue::Lytic => 0.0,
-            Tissue::BasiVein => 0.15,
+            Tissue::BasiVein => 0.6,
             Tissue::Blastic => 3.0,
             _ => (g.hu[i] as f64 / 320.0).clamp(0.0, 1.5),
         };
-        c + 0.055 * d
+        c + 0.09 * d
     };
     let max_vox = (total_ml * 1.2 / fvv) as usize + 10;
     let order = percolate(g, &seeds, max_vox, rng, &is_body, &cost);
@@ -451,7 +451,7 @@ fn leak_order(
             let allowed = |i: usize| g.label[i] == labels::DISC && (local(i)[2] > 0.0) == up;
             let cost = |i: usize| {
                 let l = local(i);
-                0.04 * dist(l, pl) + 0.5 * (l[2] - pl[2]).abs()
+                0.04 * dist(l, pl) + 0.2 * (l[2] - pl[2]).abs()
             };
             let seed = nearest_allowed(g, portal, &allowed);
             (
