@@ -445,7 +445,9 @@ fn leak_order(
             let up = rng.random_bool(0.5);
             let x = rng.random_range(-0.5..0.5) * v.a;
             let y = rng.random_range(-0.5..0.2) * v.b;
-            let z = if up { v.top_at(x, y) + 0.8 } else { v.bot_at(x, y) - 0.8 };
+            // Portal in the mid-plane of the disc: cement crossing the endplate spreads inside the disc.
+            let z =
+                if up { v.top_at(x, y) + v.disc_above * 0.45 } else { v.bot_at(x, y) - v.disc_below * 0.45 };
             let pl = [x, y, z];
             let portal = anat.target_to_anat(pl);
             let allowed = |i: usize| g.label[i] == labels::DISC && (local(i)[2] > 0.0) == up;
