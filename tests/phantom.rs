@@ -100,6 +100,8 @@ fn leak_centroids_lie_in_their_site_region_for_every_position() {
             vec![LeakSite::PosteriorVein, LeakSite::Disc, LeakSite::Paraspinal, LeakSite::Canal],
         );
         spec.level = Some(Level::L2);
+        // Cover the body and both discs.
+        spec.slices = Some(18);
         let case = generate_case(&spec).expect("case");
         check_volumes(&case);
         let k = case.scans.len() - 1;

@@ -205,10 +205,11 @@ fn real_measurements() -> Option<Vec<(&'static str, BTreeMap<&'static str, Stat>
 fn phantom_measurements(seed: u64) -> BTreeMap<&'static str, Stat> {
     let mut spec = PhantomSpec::from_seed(seed);
     // An acquisition like the real thoracolumbar series (0.977 mm pixels, 2 mm slices), kept small.
-    spec.matrix = 256;
+    spec.matrix = 200;
     spec.pixel_mm = Some(0.977);
     spec.slice_thickness_mm = Some(2.0);
-    spec.slices = Some(14);
+    // Enough slices to hold the body and both discs.
+    spec.slices = Some(26);
     // Real scans have no metal: no thermocouple, and slices holding the needle are left out below.
     spec.thermocouple = Some(None);
     spec.steps = Some(1);
@@ -248,7 +249,7 @@ fn dilate(m: &Mask, r: usize) -> Mask {
 #[test]
 fn phantom_tissues_match_real_ct() {
     let Some(real) = real_measurements() else { return };
-    let seeds = [1u64, 2, 3, 4, 5];
+    let seeds = [1u64, 2, 3, 4];
     let phantoms: Vec<_> = seeds.iter().map(|&s| phantom_measurements(s)).collect();
     let tissues = ["cancellous", "cortical", "muscle", "fat", "disc", "canal"];
     let mut failures = Vec::new();
@@ -279,7 +280,8 @@ fn phantom_tissues_match_real_ct() {
         }
         let inside = meds.iter().filter(|m| (lo..=hi).contains(*m)).count();
         if inside * 3 < meds.len() * 2 {
-            failures.push(format!("{t}: only {inside} of {} seeds inside real [{lo:.0}, {hi:.0}]", meds.len()));
+            failures
+                .push(format!("{t}: only {inside} of {} seeds inside real [{lo:.0}, {hi:.0}]", meds.len()));
         }
         if meds.len() != seeds.len() {
             failures.push(format!("{t}: measured on {} of {} phantoms", meds.len(), seeds.len()));

@@ -194,6 +194,10 @@ impl Scanner {
                         let mut acc = 0.0f32;
                         let mut metal = 0usize;
                         let mut samples = 0usize;
+                        // Cement sub-samples and the code/leak of the first one.
+                        let mut cem = 0usize;
+                        let mut cem_code = 0u8;
+                        let mut cem_leak = 0u8;
                         if in_fine || near_metal {
                             for o in &offs {
                                 let s = add(q, *o);
@@ -206,6 +210,11 @@ impl Scanner {
                                 acc += match fine.spec.nearest(s) {
                                     Some(fi) => {
                                         if inj.step[fi] != NONE && inj.step[fi] as usize <= k {
+                                            if cem == 0 {
+                                                cem_code = inj.code[fi];
+                                                cem_leak = inj.leak_of[fi];
+                                            }
+                                            cem += 1;
                                             cement_hu(inj.cement_hu, s, model.seed)
                                         } else {
                                             fine.hu[fi]
@@ -238,9 +247,16 @@ impl Scanner {
                         if let Some(fi) = fine.spec.nearest(q) {
                             ana[i] = fine.label[fi];
                             if lab[i] == 0 {
-                                if inj.step[fi] != NONE && inj.step[fi] as usize <= k {
-                                    lab[i] = inj.code[fi];
-                                    lid[i] = inj.leak_of[fi];
+                                // Intravertebral cement by majority; leaks (small, high contrast, often thin
+                                // sheets or tubes) from a third of the voxel on.
+                                let need = if cem_code == labels::CEMENT {
+                                    samples.div_ceil(2)
+                                } else {
+                                    samples.div_ceil(3)
+                                };
+                                if cem >= need && cem > 0 {
+                                    lab[i] = cem_code;
+                                    lid[i] = cem_leak;
                                 } else {
                                     lab[i] = fine.label[fi];
                                 }

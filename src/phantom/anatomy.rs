@@ -275,9 +275,9 @@ impl Vertebra {
             waist: rng.random_range(0.04..0.09),
             yw0,
             wall_conc: rng.random_range(1.0..3.0),
-            t_side: rng.random_range(0.6..1.3),
+            t_side: rng.random_range(0.5..1.0),
             t_wall: rng.random_range(0.5..1.0),
-            t_end: rng.random_range(0.8..1.8),
+            t_end: rng.random_range(0.7..1.5),
             ped_x,
             ped_rx,
             ped_rz: by_level(li, 6.0, 7.5, 7.5) * scale,
@@ -563,12 +563,12 @@ impl Anatomy {
             blood: rng.random_range(35.0..55.0),
             lung: rng.random_range(-880.0..-800.0),
             cancellous: if osteoporotic {
-                rng.random_range(70.0..130.0)
+                rng.random_range(60.0..110.0)
             } else {
-                rng.random_range(130.0..260.0)
+                rng.random_range(90.0..160.0)
             },
             trabecular_sd: rng.random_range(35.0..70.0),
-            cortical: rng.random_range(800.0..1400.0),
+            cortical: rng.random_range(700.0..1200.0),
             lytic: rng.random_range(20.0..60.0),
             blastic: rng.random_range(550.0..950.0),
             viscera: rng.random_range(25.0..45.0),

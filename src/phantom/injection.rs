@@ -148,11 +148,11 @@ pub fn plan(
         let d = tips.iter().map(|&t| dist(p, t)).fold(f64::MAX, f64::min);
         let c = match g.tissue[i] {
             Tissue::Lytic => 0.0,
-            Tissue::BasiVein => 0.15,
+            Tissue::BasiVein => 0.6,
             Tissue::Blastic => 3.0,
             _ => (g.hu[i] as f64 / 320.0).clamp(0.0, 1.5),
         };
-        c + 0.055 * d
+        c + 0.09 * d
     };
     let max_vox = (total_ml * 1.2 / fvv) as usize + 10;
     let order = percolate(g, &seeds, max_vox, rng, &is_body, &cost);
@@ -233,7 +233,17 @@ pub fn plan(
                 stop = true;
             }
             leak_vol[j].push(v);
-            leaked += v;
+        }
+        // Leaks are fed by this step's injection: together they take at most 80% of it.
+        let new_total: f64 = leak_vol.iter().map(|v| v[k] - v[k - 1]).sum();
+        if new_total > 0.8 * inc {
+            let f = 0.8 * inc / new_total;
+            for v in leak_vol.iter_mut() {
+                v[k] = v[k - 1] + (v[k] - v[k - 1]) * f;
+            }
+        }
+        for v in &leak_vol {
+            leaked += v[k];
         }
         injected.push(inj);
         intra.push((inj - leaked).max(0.0));
@@ -261,6 +271,21 @@ pub fn plan(
             .min_by(|a, b| dist(*a, portal).total_cmp(&dist(*b, portal)))
             .unwrap_or(portal);
         let bridge = bridge_voxels(g, near, portal);
+        // Cement reaches the portal through the tissue between the body surface and it: those voxels
+        // belong to the leak and fill first.
+        let region = ord.first().map(|&i| g.label[i as usize]).unwrap_or(0);
+        let mut ord = ord;
+        let mut lead = path_voxels(g, near, portal, |i| {
+            g.label[i] == region
+                && !g.tissue[i].is_bone()
+                && g.tissue[i] != Tissue::Csf
+                && g.tissue[i] != Tissue::Cord
+        });
+        lead.retain(|v| !ord[..ord.len().min(n_needed)].contains(v));
+        if !lead.is_empty() {
+            lead.extend(ord);
+            ord = lead;
+        }
         let mut vols = leak_vol[j].clone();
         let cap = ord.len() as f64 * fvv;
         for v in vols.iter_mut() {
@@ -318,6 +343,25 @@ pub fn plan(
         leak_of,
         cement_hu: rng.random_range(1700.0..3300.0),
     }
+}
+
+/// Voxels along the segment a-b (about 1 mm wide) accepted by `keep`, from a to b.
+fn path_voxels(g: &FineGrid, a: [f64; 3], b: [f64; 3], keep: impl Fn(usize) -> bool) -> Vec<u32> {
+    let d = dist(a, b);
+    let n = (d / (g.spec.h * 0.5)).ceil() as usize + 1;
+    let mut out: Vec<u32> = Vec::new();
+    for k in 0..=n {
+        let t = k as f64 / n as f64;
+        let c = [a[0] + (b[0] - a[0]) * t, a[1] + (b[1] - a[1]) * t, a[2] + (b[2] - a[2]) * t];
+        for o in [[0.0, 0.0, 0.0], [0.5, 0.0, 0.0], [-0.5, 0.0, 0.0], [0.0, 0.0, 0.5], [0.0, 0.0, -0.5]] {
+            if let Some(i) = g.spec.nearest([c[0] + o[0], c[1] + o[1], c[2] + o[2]]) {
+                if keep(i) && !out.contains(&(i as u32)) {
+                    out.push(i as u32);
+                }
+            }
+        }
+    }
+    out
 }
 
 fn bridge_voxels(g: &FineGrid, a: [f64; 3], b: [f64; 3]) -> Vec<u32> {
@@ -401,13 +445,15 @@ fn leak_order(
             let up = rng.random_bool(0.5);
             let x = rng.random_range(-0.5..0.5) * v.a;
             let y = rng.random_range(-0.5..0.2) * v.b;
-            let z = if up { v.top_at(x, y) + 0.8 } else { v.bot_at(x, y) - 0.8 };
+            // Portal in the mid-plane of the disc: cement crossing the endplate spreads inside the disc.
+            let z =
+                if up { v.top_at(x, y) + v.disc_above * 0.45 } else { v.bot_at(x, y) - v.disc_below * 0.45 };
             let pl = [x, y, z];
             let portal = anat.target_to_anat(pl);
             let allowed = |i: usize| g.label[i] == labels::DISC && (local(i)[2] > 0.0) == up;
             let cost = |i: usize| {
                 let l = local(i);
-                0.04 * dist(l, pl) + 0.5 * (l[2] - pl[2]).abs()
+                0.04 * dist(l, pl) + 0.2 * (l[2] - pl[2]).abs()
             };
             let seed = nearest_allowed(g, portal, &allowed);
             (

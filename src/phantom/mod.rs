@@ -267,7 +267,7 @@ pub fn generate_case_with(
         offset,
         fov_centre,
         noise_sd,
-        0.45 / pixel,
+        0.6 / pixel,
     );
     let model = Model {
         fine: &fine,
