@@ -7,6 +7,7 @@
 //! `alert` (what to do next) -> `report` (JSON, masks, key images). Beside them: `volume` (types and geometry),
 //! `write` (DICOM and NIfTI writers), `phantom` (synthetic injection sequences with ground truth), `cli`.
 
+pub mod anatomy;
 pub mod cli;
 pub mod load;
 pub mod volume;

@@ -1,0 +1,110 @@
+//! Anatomy on the real CT series of ../shared/data (skipped with a printed reason when absent).
+
+mod anatomy_support;
+mod common;
+
+use anatomy_support::*;
+use cementleak::anatomy::{segment, TargetHint};
+use cementleak::volume::labels;
+use ndarray::Array3;
+
+/// TotalSegmentator label of each lumbar vertebra in vertebrae.nii.gz, with spine_report.json's name.
+const LUMBAR: [(&str, u8); 5] = [("L1", 31), ("L2", 30), ("L3", 29), ("L4", 28), ("L5", 27)];
+
+#[test]
+fn trunk_lumbar_levels_match_reference() {
+    let Some(dir) = common::shared_data("real/totalseg-trunk") else { return };
+    let ct = read_nifti(&dir.join("ct.nii.gz"));
+    let shape = ct.shape();
+    let bd = labels_on_grid(&read_nifti(&dir.join("vertebral_bodies_and_discs.nii.gz")), &ct.geometry, shape);
+    let vert = labels_on_grid(&read_nifti(&dir.join("vertebrae.nii.gz")), &ct.geometry, shape);
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("spine_report.json")).expect("report"))
+            .expect("json");
+    // Reference discs as connected components, each assigned to the two vertebrae it touches.
+    let disc_ref = bd.mapv(|v| v == 2);
+    let mut failures = Vec::new();
+    for (name, code) in LUMBAR {
+        let ref_body = Array3::from_shape_fn(shape, |p| bd[p] == 1 && vert[p] == code);
+        let p = centroid(&ref_body, &ct.geometry);
+        let a = segment(&ct, TargetHint::AtPoint(p)).expect("segmentation");
+        let body = a.labels.data.mapv(|l| l == labels::VERTEBRAL_BODY);
+        let d_body = dice(&body, &ref_body);
+        let ref_vol = report["results"][format!("vertebrae_{name}_volume_ml")].as_f64().expect("volume");
+        let vol_err = (a.body_volume_ml - ref_vol) / ref_vol;
+        // Reference discs adjacent to this vertebra: disc voxels within 2 voxels (6 mm) of it along z.
+        let near = adjacent_discs(&disc_ref, &vert, code);
+        let disc = a.labels.data.mapv(|l| l == labels::DISC);
+        let d_disc = dice(&disc, &near);
+        println!(
+            "{name}: body Dice {d_body:.3}, volume {:.1} mL vs report {ref_vol:.2} ({:+.1}%), disc Dice {d_disc:.3}, ref-mask body volume {:.1} mL, {:.0} ms",
+            a.body_volume_ml,
+            100.0 * vol_err,
+            ref_body.iter().filter(|&&b| b).count() as f64 * ct.geometry.spacing.voxel_volume_ml(),
+            a.timings.total_ms
+        );
+        if let Some(out) = std::env::var_os("ANATOMY_DEBUG_DIR") {
+            use cementleak::anatomy::render::{overlay, View};
+            let out = std::path::PathBuf::from(out);
+            let _ = std::fs::create_dir_all(&out);
+            let _ = overlay(&ct, &a.labels, a.body_centroid, View::Axial)
+                .save(out.join(format!("trunk_{name}_axial.png")));
+            let _ = overlay(&ct, &a.labels, a.body_centroid, View::Sagittal)
+                .save(out.join(format!("trunk_{name}_sag.png")));
+            // Reference outline for comparison.
+            let refl = cementleak::volume::Volume::new(
+                Array3::from_shape_fn(shape, |q| {
+                    if ref_body[q] {
+                        1u8
+                    } else if near[q] {
+                        3
+                    } else {
+                        0
+                    }
+                }),
+                ct.geometry,
+            );
+            let _ = overlay(&ct, &refl, a.body_centroid, View::Sagittal)
+                .save(out.join(format!("trunk_{name}_sag_ref.png")));
+        }
+        if d_body < 0.85 || vol_err.abs() > 0.15 || d_disc < 0.6 {
+            failures.push(name);
+        }
+    }
+    assert!(failures.is_empty(), "levels failing: {failures:?}");
+}
+
+/// Reference disc components that touch the given vertebra (face-adjacent after a 1-voxel dilation).
+fn adjacent_discs(disc: &Array3<bool>, vert: &Array3<u8>, code: u8) -> Array3<bool> {
+    let (lab, sizes) = cementleak::anatomy::morphology::label3(disc);
+    let mut touch = vec![0usize; sizes.len()];
+    let sh = disc.shape();
+    for ((z, y, x), &l) in lab.indexed_iter() {
+        if l == 0 {
+            continue;
+        }
+        for (dz, dy, dx) in [
+            (1i64, 0i64, 0i64),
+            (-1, 0, 0),
+            (0, 1, 0),
+            (0, -1, 0),
+            (0, 0, 1),
+            (0, 0, -1),
+            (2, 0, 0),
+            (-2, 0, 0),
+        ] {
+            let (a, b, c) = (z as i64 + dz, y as i64 + dy, x as i64 + dx);
+            if a >= 0
+                && b >= 0
+                && c >= 0
+                && (a as usize) < sh[0]
+                && (b as usize) < sh[1]
+                && (c as usize) < sh[2]
+                && vert[(a as usize, b as usize, c as usize)] == code
+            {
+                touch[l as usize] += 1;
+            }
+        }
+    }
+    lab.mapv(|l| l > 0 && touch[l as usize] >= 10 && sizes[l as usize] >= 50)
+}
