@@ -43,6 +43,30 @@ fn trunk_lumbar_levels_match_reference() {
             ref_body.iter().filter(|&&b| b).count() as f64 * ct.geometry.spacing.voxel_volume_ml(),
             a.timings.total_ms
         );
+        if std::env::var_os("ANATOMY_DEBUG_DIR").is_some() {
+            let mut fp = [0usize; 4];
+            let mut fneg = 0usize;
+            for (q, &b) in body.indexed_iter() {
+                if b && !ref_body[q] {
+                    fp[if bd[q] == 2 {
+                        0
+                    } else if bd[q] == 1 {
+                        1
+                    } else if vert[q] == code {
+                        2
+                    } else {
+                        3
+                    }] += 1;
+                }
+                if !b && ref_body[q] {
+                    fneg += 1;
+                }
+            }
+            println!(
+                "   FP disc {} other body {} own posterior {} background {}; FN {fneg}",
+                fp[0], fp[1], fp[2], fp[3]
+            );
+        }
         if let Some(out) = std::env::var_os("ANATOMY_DEBUG_DIR") {
             use cementleak::anatomy::render::{overlay, View};
             let out = std::path::PathBuf::from(out);

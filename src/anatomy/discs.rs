@@ -8,12 +8,15 @@ use super::context::{quantile, Fine, KPlane};
 use super::AnatomyError;
 use ndarray::{Array3, Axis};
 
-/// Runs shorter than this are not bodies (a vertebral body is 15–35 mm tall, even when compressed).
-const MIN_BODY_MM: f64 = 6.0;
-/// Lower dips shorter than this inside a body are lesions or noise, not discs.
-const MIN_DISC_MM: f64 = 2.5;
+/// Vertebral bodies are 15–35 mm tall; compressed ones down to about 10 mm.
+const MIN_BODY_MM: f64 = 10.0;
+const MAX_BODY_MM: f64 = 45.0;
+/// Discs are 3 mm (upper thoracic, degenerated) to 15 mm thick.
+const MIN_DISC_MM: f64 = 3.0;
+/// Half-width of the step-edge detector for endplates.
+const EDGE_HALF_MM: f64 = 4.5;
 /// Discs are at most this thick (lumbar discs 8–15 mm).
-const MAX_DISC_MM: f64 = 20.0;
+const MAX_DISC_MM: f64 = 18.0;
 /// Endplate refinement window around the profile's boundary.
 const REFINE_MM: f64 = 5.0;
 
@@ -41,64 +44,48 @@ pub fn levels(
     let (Some(hb), Some(hd)) = (quantile(&mut vals, 0.75), quantile(&mut vals, 0.08)) else {
         return Err(AnatomyError::NoBody("the body axis lies outside the scan".into()));
     };
-    let t = (hb + hd) / 2.0;
     let nk = profile.len();
-    let high: Vec<bool> = profile.iter().map(|p| p.is_some_and(|v| v >= t)).collect();
-    // Runs of high, with short dips merged.
-    let mut runs: Vec<(usize, usize)> = Vec::new();
-    let mut k = 0;
-    while k < nk {
-        if !high[k] {
-            k += 1;
-            continue;
-        }
-        let s = k;
-        while k < nk && high[k] {
-            k += 1;
-        }
-        runs.push((s, k)); // [s, k)
+    // Alternating body/disc segmentation of the profile with anatomical lengths. Bodies fill most of the
+    // spine's length, so the profile's median is marrow; its low tail is disc. Marrow can be barely denser
+    // than disc (osteoporosis), hence the midpoint of the two rather than a fixed HU.
+    let med = quantile(&mut vals, 0.5).unwrap_or(hb);
+    let t = (med + hd) / 2.0;
+    let segs = alternate(profile, t, f.step);
+    if std::env::var_os("ANATOMY_TRACE").is_some() {
+        eprintln!("t {t} segs {segs:?} kc {kc}");
     }
-    let mut merged: Vec<(usize, usize)> = Vec::new();
-    for r in runs {
-        if let Some(last) = merged.last_mut() {
-            let gap = (r.0 - last.1) as f64 * f.step;
-            let gap_inside = profile[last.1..r.0].iter().all(|p| p.is_some());
-            if gap < MIN_DISC_MM && gap_inside {
-                last.1 = r.1;
-                continue;
-            }
-        }
-        merged.push(r);
-    }
-    merged.retain(|r| (r.1 - r.0) as f64 * f.step >= MIN_BODY_MM);
-    let kci = kc.round() as usize;
-    let Some(&target) = merged.iter().min_by_key(|r| {
-        if kci >= r.0 && kci < r.1 {
+    let kci = kc.round().max(0.0) as usize;
+    let bodies: Vec<usize> = (0..segs.len()).filter(|&s| segs[s].2).collect();
+    let Some(&ti) = bodies.iter().min_by_key(|&&s| {
+        let (a, b, _) = segs[s];
+        if kci >= a && kci < b {
             0
         } else {
-            (r.0 as isize - kci as isize).abs().min((r.1 as isize - 1 - kci as isize).abs()) as usize
+            (a as isize - kci as isize).unsigned_abs().min((b as isize - 1 - kci as isize).unsigned_abs())
         }
     }) else {
         return Err(AnatomyError::NoBody(
             "no vertebral body along the spine near the level of interest".into(),
         ));
     };
+    let target = (segs[ti].0, segs[ti].1);
     let bottom0 = target.0 as f64 - 0.5;
     let top0 = target.1 as f64 - 0.5;
-    // Far ends of the adjacent discs: the next run's start (or end of data, capped).
-    let max_disc = f.px(MAX_DISC_MM);
-    let next_up = merged.iter().find(|r| r.0 >= target.1).map(|r| r.0 as f64 - 0.5);
-    let next_dn = merged.iter().rev().find(|r| r.1 <= target.0).map(|r| r.1 as f64 - 0.5);
-    let valid_up = profile[target.1.min(nk)..].iter().take_while(|p| p.is_some()).count() as f64;
-    let valid_dn = profile[..target.0].iter().rev().take_while(|p| p.is_some()).count() as f64;
-    let up_end = next_up
-        .filter(|&e| e - top0 <= max_disc)
-        .or_else(|| (valid_up > 0.0).then(|| top0 + valid_up.min(max_disc * 0.6)));
-    let dn_end = next_dn
-        .filter(|&e| bottom0 - e <= max_disc)
-        .or_else(|| (valid_dn > 0.0).then(|| bottom0 - valid_dn.min(max_disc * 0.6)));
+    let body_level = {
+        let mut v: Vec<f32> = profile[target.0..target.1].iter().flatten().copied().collect();
+        quantile(&mut v, 0.5).unwrap_or(hb)
+    };
+    // Adjacent discs: the disc segments next to the target, when inside the scan.
+    let disc_seg = |idx: Option<usize>| idx.and_then(|d| segs.get(d)).filter(|s| !s.2).copied();
+    let up = disc_seg(Some(ti + 1));
+    let dn = disc_seg(ti.checked_sub(1));
+    let up_end = up.map(|(_, b, _)| b as f64 - 0.5);
+    let dn_end = dn.map(|(a, _, _)| a as f64 - 0.5);
+    let next_up = up.is_some_and(|(_, b, _)| b < nk && profile[b].is_some());
+    let next_dn = dn.is_some_and(|(a, _, _)| a > 0 && profile[a - 1].is_some());
 
-    // Column-wise refinement within the body's mid-height cross-section.
+    // Column-wise refinement within the body's mid-height cross-section: in a window around the profile's
+    // boundary, the step edge (mean on one side minus the other) is strongest at the endplate.
     let mid = ((target.0 + target.1) / 2).min(nk - 1);
     let cols: Vec<(usize, usize)> = foot
         .index_axis(Axis(0), mid)
@@ -109,51 +96,95 @@ pub fn levels(
             ((j as f64 - ax.j).powi(2) + (i as f64 - ax.i).powi(2)).sqrt() * f.step < ax.depth_mm * 0.6
         })
         .collect();
-    let w = f.px(REFINE_MM);
-    let crossing = |j: usize, i: usize, start: f64, stop: f64, dir: isize, want_high: bool| -> Option<f64> {
-        // Walk from `start` toward `dir` and report where the column changes side of `t`.
-        let start = start.round() as isize;
-        let stop = stop.round() as isize;
-        let mut k = start;
-        while (dir > 0 && k <= stop) || (dir < 0 && k >= stop) {
-            if k < 0 || k >= nk as isize {
-                return None;
+    let w = f.px(REFINE_MM).round() as isize;
+    let half = f.px(EDGE_HALF_MM).round().max(1.0) as isize;
+    let min_step = 0.2 * (body_level - hd).max(10.0);
+    // `high_below`: the dense side is below the boundary (body top, or disc's lower end seen from above).
+    let edge = |j: usize, i: usize, from: f64, high_below: bool| -> Option<f64> {
+        let b0 = (from + 0.5).round() as isize;
+        let mut best: Option<(f32, isize)> = None;
+        for b in (b0 - w)..=(b0 + w) {
+            if b - half < 0 || b + half > nk as isize {
+                continue;
             }
-            let v = f.hu[(k as usize, j, i)];
-            if (v >= t) == want_high {
-                return Some(k as f64 - dir as f64 * 0.5);
+            let mean = |a: isize, c: isize| -> f32 {
+                (a..c).map(|k| f.hu[(k as usize, j, i)].min(body_level + 150.0)).sum::<f32>() / (c - a) as f32
+            };
+            let below = mean(b - half, b);
+            let above = mean(b, b + half);
+            let step = if high_below { below - above } else { above - below };
+            if best.is_none_or(|(s, _)| step > s) {
+                best = Some((step, b));
             }
-            k += dir;
         }
-        None
+        best.filter(|(s, _)| *s >= min_step).map(|(_, b)| b as f64 - 0.5)
     };
-    // `from` is the profile's boundary; `start` where the walk begins (inside the structure being left).
-    let fit = |from: f64, start: f64, dir: isize, want_high: bool| -> KPlane {
-        let stop = from + dir as f64 * w;
+    let fit = |from: f64, high_below: bool| -> KPlane {
         let samples: Vec<(f64, f64, f64)> = cols
             .iter()
-            .filter_map(|&(j, i)| {
-                crossing(j, i, start, stop, dir, want_high).map(|k| (j as f64, i as f64, k))
-            })
+            .filter_map(|&(j, i)| edge(j, i, from, high_below).map(|k| (j as f64, i as f64, k)))
             .collect();
         KPlane::fit(&samples, KPlane::flat(from), f.px(2.0), 0.3)
     };
-    // Body top: going up from inside, first low voxel. Body bottom: going down, first low voxel.
-    let top = fit(top0, top0 - w, 1, false);
-    let bottom = fit(bottom0, bottom0 + w, -1, false);
-    let above_disc_end = up_end.map(|e| {
-        if next_up.is_some() {
-            fit(e, (e - w).max(top0 + 1.0), 1, true)
-        } else {
-            KPlane::flat(e)
+    let top = fit(top0, true);
+    let bottom = fit(bottom0, false);
+    let above_disc_end = up_end.map(|e| if next_up { fit(e, false) } else { KPlane::flat(e) });
+    let below_disc_end = dn_end.map(|e| if next_dn { fit(e, true) } else { KPlane::flat(e) });
+    Ok(Levels { bottom, top, below_disc_end, above_disc_end, threshold: t, body_hu: body_level })
+}
+
+/// Segments `[a, b)` of the profile, alternating body (true) and disc (false), maximising agreement with
+/// the threshold under anatomical lengths (semi-Markov dynamic programming). Segments touching either end
+/// of the profile may be shorter (partly outside the scan or frame).
+fn alternate(profile: &[Option<f32>], t: f32, step: f64) -> Vec<(usize, usize, bool)> {
+    let n = profile.len();
+    let len_px = |mm: f64| (mm / step).round().max(1.0) as usize;
+    let (bmin, bmax) = (len_px(MIN_BODY_MM), len_px(MAX_BODY_MM));
+    let (dmin, dmax) = (len_px(MIN_DISC_MM), len_px(MAX_DISC_MM));
+    // Scores clipped so that bright endplates or a cement mass do not dominate.
+    let clip = 60.0f32;
+    let sc: Vec<f32> = profile.iter().map(|p| p.map_or(0.0, |v| (v - t).clamp(-clip, clip))).collect();
+    let mut cum = vec![0.0f32; n + 1];
+    for k in 0..n {
+        cum[k + 1] = cum[k] + sc[k];
+    }
+    // best[k][s]: best score of [0, k) whose last segment is of kind s (0 disc, 1 body); back pointers.
+    let mut best = vec![[f32::NEG_INFINITY; 2]; n + 1];
+    let mut back = vec![[0usize; 2]; n + 1];
+    for k in 1..=n {
+        for s in 0..2 {
+            let (lo, hi) = if s == 1 { (bmin, bmax) } else { (dmin, dmax) };
+            for len in 1..=k.min(hi) {
+                let a = k - len;
+                let edge = a == 0 || k == n;
+                if len < lo && !edge {
+                    continue;
+                }
+                let prev = if a == 0 { 0.0 } else { best[a][1 - s] };
+                if prev == f32::NEG_INFINITY {
+                    continue;
+                }
+                let seg = cum[k] - cum[a];
+                let v = prev + if s == 1 { seg } else { -seg };
+                if v > best[k][s] {
+                    best[k][s] = v;
+                    back[k][s] = a;
+                }
+            }
         }
-    });
-    let below_disc_end = dn_end.map(|e| {
-        if next_dn.is_some() {
-            fit(e, (e + w).min(bottom0 - 1.0), -1, true)
-        } else {
-            KPlane::flat(e)
+    }
+    let mut out = Vec::new();
+    let mut s = if best[n][1] >= best[n][0] { 1 } else { 0 };
+    let mut k = n;
+    while k > 0 {
+        if best[k][s] == f32::NEG_INFINITY {
+            break;
         }
-    });
-    Ok(Levels { bottom, top, below_disc_end, above_disc_end, threshold: t, body_hu: hb })
+        let a = back[k][s];
+        out.push((a, k, s == 1));
+        k = a;
+        s = 1 - s;
+    }
+    out.reverse();
+    out
 }

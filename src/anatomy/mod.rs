@@ -197,8 +197,15 @@ pub fn segment(ct: &CtVolume, hint: TargetHint) -> Result<Anatomy, AnatomyError>
     let marrow0 = context::quantile(&mut prof_vals, 0.75).unwrap_or(200.0);
     let edge_hu = ((marrow0 + body::SOFT_HU) / 2.0).clamp(70.0, 200.0);
     let foot = body::footprints(&f, &canal, &axis, edge_hu);
+    if std::env::var_os("ANATOMY_TRACE").is_some() {
+        eprintln!("profile {:?}", profile.iter().map(|p| p.map_or(-1, |v| v as i32)).collect::<Vec<_>>());
+    }
     let lv = discs::levels(&f, &axis, &profile, f.center[0], &foot)?;
     tracing::debug!(?axis, ?lv, edge_hu, "levels");
+    if std::env::var_os("ANATOMY_TRACE").is_some() {
+        eprintln!("axis {axis:?} edge {edge_hu} levels {lv:?}");
+        eprintln!("profile {:?}", profile.iter().map(|p| p.map_or(-1, |v| v as i32)).collect::<Vec<_>>());
+    }
     let [nk, nj, ni] = f.dims();
     let mut lab = Array3::<u8>::zeros((nk, nj, ni));
     // Body: footprint between the endplate planes.
