@@ -132,3 +132,50 @@ fn adjacent_discs(disc: &Array3<bool>, vert: &Array3<u8>, code: u8) -> Array3<bo
     }
     lab.mapv(|l| l > 0 && touch[l as usize] >= 10 && sizes[l as usize] >= 50)
 }
+
+#[test]
+fn t12_canal_holds_cord_and_body_stays_in_t12() {
+    let Some(dir) = common::shared_data("real/totalseg-t12") else { return };
+    let ct = read_dicom_series(&dir.join("dicom"));
+    let shape = ct.shape();
+    let seg = labels_on_grid(&read_nifti(&dir.join("segmentation.nii.gz")), &ct.geometry, shape);
+    let a = segment(&ct, TargetHint::Auto).expect("segmentation");
+    // Slices (of the scan) holding T12.
+    let t12_slices: Vec<usize> =
+        (0..shape[0]).filter(|&z| seg.index_axis(ndarray::Axis(0), z).iter().any(|&v| v == 32)).collect();
+    let (mut cord, mut cord_in) = (0usize, 0usize);
+    for &z in &t12_slices {
+        for ((y, x), &v) in seg.index_axis(ndarray::Axis(0), z).indexed_iter() {
+            if v == 79 {
+                cord += 1;
+                cord_in += (a.labels.data[(z, y, x)] == labels::CANAL) as usize;
+            }
+        }
+    }
+    let (mut body, mut body_in) = (0usize, 0usize);
+    for (q, &l) in a.labels.data.indexed_iter() {
+        if l == labels::VERTEBRAL_BODY {
+            body += 1;
+            body_in += (seg[q] == 32) as usize;
+        }
+    }
+    let cord_frac = cord_in as f64 / cord.max(1) as f64;
+    let body_frac = body_in as f64 / body.max(1) as f64;
+    println!(
+        "T12: cord in canal {cord_in}/{cord} = {:.3} on {} slices; body in T12 {body_in}/{body} = {:.3}; body {:.1} mL; {:.0} ms",
+        cord_frac,
+        t12_slices.len(),
+        body_frac,
+        a.body_volume_ml,
+        a.timings.total_ms
+    );
+    if let Some(out) = std::env::var_os("ANATOMY_DEBUG_DIR") {
+        use cementleak::anatomy::render::{overlay, View};
+        let out = std::path::PathBuf::from(out);
+        let _ = std::fs::create_dir_all(&out);
+        let _ = overlay(&ct, &a.labels, a.body_centroid, View::Axial).save(out.join("t12_axial.png"));
+        let _ = overlay(&ct, &a.labels, a.body_centroid, View::Sagittal).save(out.join("t12_sag.png"));
+    }
+    assert!(cord_frac >= 0.95, "cord in canal {cord_frac:.3}");
+    assert!(body_frac >= 0.95, "body inside T12 {body_frac:.3}");
+}

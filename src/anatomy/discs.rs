@@ -8,8 +8,9 @@ use super::context::{quantile, Fine, KPlane};
 use super::AnatomyError;
 use ndarray::{Array3, Axis};
 
-/// Vertebral bodies are 15–35 mm tall; compressed ones down to about 10 mm.
-const MIN_BODY_MM: f64 = 10.0;
+/// Vertebral bodies are 15–35 mm tall along their core (a compression fracture wedges the front, the core
+/// rarely falls under 14 mm); a shorter "body" is a marrow dip misread as a disc.
+const MIN_BODY_MM: f64 = 14.0;
 const MAX_BODY_MM: f64 = 45.0;
 /// Discs are 3 mm (upper thoracic, degenerated) to 15 mm thick.
 const MIN_DISC_MM: f64 = 3.0;

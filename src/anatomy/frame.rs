@@ -6,8 +6,9 @@ use crate::volume::{CtVolume, Lps, Vec3};
 use ndarray::{Array3, Axis, Zip};
 use rayon::prelude::*;
 
-/// HU given to samples outside the scan.
-pub const OUTSIDE_HU: f32 = -1024.0;
+/// Value given to samples outside the scan: below any real HU (scanners pad with -1024 or -2048), so it
+/// can never be mistaken for air.
+pub const OUTSIDE_HU: f32 = -4000.0;
 
 /// An orthonormal sampling grid: index `[k, j, i]` sits at `origin + k*step*axes[0] + j*step*axes[1] + i*step*axes[2]`.
 #[derive(Clone, Copy, Debug)]

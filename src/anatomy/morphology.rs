@@ -5,6 +5,8 @@
 use ndarray::{Array2, Array3, ArrayView2, Axis, Zip};
 
 const INF: f32 = 1e20;
+/// Values at or below this are samples outside the scan (see `frame::OUTSIDE_HU`).
+const MISSING: f32 = super::frame::OUTSIDE_HU + 0.5;
 
 /// 1D squared Euclidean distance transform of a sampled function (Felzenszwalb and Huttenlocher); samples at
 /// `INF` are absent.
@@ -203,8 +205,8 @@ pub fn component_at(mask: &Array2<bool>, seed: (f64, f64), max_r: f64) -> Array2
     }
 }
 
-/// Separable Gaussian smoothing with a per-axis sigma in voxels (0 = leave that axis alone). Edges are
-/// handled by renormalising the truncated kernel.
+/// Separable Gaussian smoothing with a per-axis sigma in voxels (0 = leave that axis alone). Edges and
+/// samples outside the scan are handled by renormalising the kernel over the samples present.
 pub fn gaussian3(vol: &Array3<f32>, sigma: [f64; 3]) -> Array3<f32> {
     let mut cur = vol.clone();
     for (ax, &s) in sigma.iter().enumerate() {
@@ -218,9 +220,14 @@ pub fn gaussian3(vol: &Array3<f32>, sigma: [f64; 3]) -> Array3<f32> {
             let n = i.len() as isize;
             for x in 0..n {
                 let (mut acc, mut wsum) = (0f32, 0f32);
+                if i[x as usize] <= MISSING {
+                    o[x as usize] = i[x as usize];
+                    continue;
+                }
                 for (ki, kv) in k.iter().enumerate() {
                     let j = x + ki as isize - r;
-                    if j >= 0 && j < n {
+                    // Samples outside the scan are missing, not air: leave them out of the average.
+                    if j >= 0 && j < n && i[j as usize] > MISSING {
                         acc += kv * i[j as usize];
                         wsum += kv;
                     }

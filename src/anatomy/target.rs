@@ -126,7 +126,7 @@ const CANAL_MIN_HU: f32 = -300.0;
 /// From inside the canal, bone is met within this distance in every direction at pedicle level.
 const ENCLOSURE_MM: f64 = 30.0;
 /// Levels used around the point of interest to fit the canal line.
-const LINE_HALF_SPAN_MM: f64 = 40.0;
+const LINE_HALF_SPAN_MM: f64 = 25.0;
 
 /// LPS-aligned grid covering the scan, slices toward superior.
 pub fn coarse_frame(ct: &CtVolume) -> Frame {
