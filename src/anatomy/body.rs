@@ -138,7 +138,7 @@ pub fn footprints(f: &Fine, canal: &Canal, ax: &BodyAxis, edge_hu: f32) -> Array
         let d = fill_holes(&close(&d, f.px(1.5) as f32));
         let d = open(&d, f.px(2.5) as f32);
         let comp = component_at(&d, (ax.j, ax.i), f.px(10.0));
-        let comp = fill_holes(&close(&comp, f.px(3.0) as f32));
+        let comp = fill_holes(&close(&comp, f.px(2.0) as f32));
         let comp = ndarray::Zip::from(&comp).and(&canal_wide[k]).map_collect(|&c, &w| c && !w);
         o.assign(&comp);
     });

@@ -5,6 +5,7 @@
 
 use super::body::BodyAxis;
 use super::context::{quantile, Fine, KPlane};
+use super::frame::OUTSIDE_HU;
 use super::AnatomyError;
 use ndarray::{Array3, Axis};
 
@@ -51,7 +52,13 @@ pub fn levels(
     // than disc (osteoporosis), hence the midpoint of the two rather than a fixed HU.
     let med = quantile(&mut vals, 0.5).unwrap_or(hb);
     let t = (med + hd) / 2.0;
-    let segs = alternate(profile, t, f.step);
+    // Only the stretch of the spine inside the scan is segmented; its two end segments may be cut short.
+    let first = profile.iter().position(|p| p.is_some()).unwrap_or(0);
+    let last = profile.iter().rposition(|p| p.is_some()).map_or(0, |l| l + 1);
+    let segs: Vec<(usize, usize, bool)> = alternate(&profile[first..last.max(first)], t, f.step)
+        .into_iter()
+        .map(|(a, b, s)| (a + first, b + first, s))
+        .collect();
     if std::env::var_os("ANATOMY_TRACE").is_some() {
         eprintln!("t {t} segs {segs:?} kc {kc}");
     }
@@ -82,8 +89,8 @@ pub fn levels(
     let dn = disc_seg(ti.checked_sub(1));
     let up_end = up.map(|(_, b, _)| b as f64 - 0.5);
     let dn_end = dn.map(|(a, _, _)| a as f64 - 0.5);
-    let next_up = up.is_some_and(|(_, b, _)| b < nk && profile[b].is_some());
-    let next_dn = dn.is_some_and(|(a, _, _)| a > 0 && profile[a - 1].is_some());
+    let next_up = up.is_some_and(|(_, b, _)| b < last);
+    let next_dn = dn.is_some_and(|(a, _, _)| a > first);
 
     // Column-wise refinement within the body's mid-height cross-section: in a window around the profile's
     // boundary, the step edge (mean on one side minus the other) is strongest at the endplate.
@@ -108,8 +115,13 @@ pub fn levels(
             if b - half < 0 || b + half > nk as isize {
                 continue;
             }
+            // Windows reaching outside the scan have no edge to offer.
+            if ((b - half)..(b + half)).any(|k| f.raw[(k as usize, j, i)] <= OUTSIDE_HU + 1.0) {
+                continue;
+            }
             let mean = |a: isize, c: isize| -> f32 {
-                (a..c).map(|k| f.hu[(k as usize, j, i)].min(body_level + 150.0)).sum::<f32>() / (c - a) as f32
+                (a..c).map(|k| f.hu[(k as usize, j, i)].clamp(hd - 50.0, body_level + 150.0)).sum::<f32>()
+                    / (c - a) as f32
             };
             let below = mean(b - half, b);
             let above = mean(b, b + half);
@@ -125,12 +137,35 @@ pub fn levels(
             .iter()
             .filter_map(|&(j, i)| edge(j, i, from, high_below).map(|k| (j as f64, i as f64, k)))
             .collect();
-        KPlane::fit(&samples, KPlane::flat(from), f.px(2.0), 0.3)
+        let p = KPlane::fit(&samples, KPlane::flat(from), f.px(2.0), 0.3);
+        // The refinement may tilt and shift the boundary, not move it to another structure.
+        if (p.at(ax.j, ax.i) - from).abs() > w as f64 {
+            KPlane::flat(from)
+        } else {
+            p
+        }
     };
     let top = fit(top0, true);
     let bottom = fit(bottom0, false);
-    let above_disc_end = up_end.map(|e| if next_up { fit(e, false) } else { KPlane::flat(e) });
-    let below_disc_end = dn_end.map(|e| if next_dn { fit(e, true) } else { KPlane::flat(e) });
+    // A disc's far side must stay a disc's thickness away from the body's endplate.
+    let min_disc = f.px(MIN_DISC_MM);
+    let (top_c, bottom_c) = (top.at(ax.j, ax.i), bottom.at(ax.j, ax.i));
+    let above_disc_end = up_end.map(|e| {
+        let p = if next_up { fit(e, false) } else { KPlane::flat(e) };
+        if p.at(ax.j, ax.i) < top_c + min_disc {
+            KPlane::flat(e.max(top_c + min_disc))
+        } else {
+            p
+        }
+    });
+    let below_disc_end = dn_end.map(|e| {
+        let p = if next_dn { fit(e, true) } else { KPlane::flat(e) };
+        if p.at(ax.j, ax.i) > bottom_c - min_disc {
+            KPlane::flat(e.min(bottom_c - min_disc))
+        } else {
+            p
+        }
+    });
     Ok(Levels { bottom, top, below_disc_end, above_disc_end, threshold: t, body_hu: body_level })
 }
 

@@ -25,8 +25,8 @@ pub struct Frame {
 impl Frame {
     pub fn index_to_lps(&self, idx: [f64; 3]) -> Lps {
         let mut p = self.origin;
-        for a in 0..3 {
-            p = p + self.axes[a] * (idx[a] * self.step[a]);
+        for ((ax, i), s) in self.axes.iter().zip(idx).zip(self.step) {
+            p = p + *ax * (i * s);
         }
         p
     }

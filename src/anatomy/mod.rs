@@ -142,7 +142,7 @@ fn ms(t: Instant) -> f64 {
 pub fn segment(ct: &CtVolume, hint: TargetHint) -> Result<Anatomy, AnatomyError> {
     let t_all = Instant::now();
     let shape = ct.shape();
-    if shape.iter().any(|&n| n == 0) {
+    if shape.contains(&0) {
         return Err(AnatomyError::BadInput(format!("empty volume {shape:?}")));
     }
     let sp = ct.geometry.spacing;
@@ -250,16 +250,18 @@ pub fn segment(ct: &CtVolume, hint: TargetHint) -> Result<Anatomy, AnatomyError>
             }
         });
     }
-    // Canal over the vertebra's height plus the adjacent discs.
-    let k_lo = lv.below_disc_end.unwrap_or(lv.bottom).at(axis.j, axis.i);
-    let k_hi = lv.above_disc_end.unwrap_or(lv.top).at(axis.j, axis.i);
+    // Canal over the vertebra's height plus the adjacent discs (at least a quarter height beyond each
+    // endplate, where the discs' far side is unknown).
+    let (b_lo, b_hi) = (lv.bottom.at(axis.j, axis.i), lv.top.at(axis.j, axis.i));
+    let quarter = 0.25 * (b_hi - b_lo);
+    let k_lo = lv.below_disc_end.map_or(b_lo, |p| p.at(axis.j, axis.i)).min(b_lo - quarter);
+    let k_hi = lv.above_disc_end.map_or(b_hi, |p| p.at(axis.j, axis.i)).max(b_hi + quarter);
     Zip::indexed(&mut lab).and(&canal.mask).for_each(|(k, _, _), l, &c| {
         let kf = k as f64;
         if c && *l == 0 && kf >= k_lo && kf <= k_hi {
             *l = labels::CANAL;
         }
     });
-    let (b_lo, b_hi) = (lv.bottom.at(axis.j, axis.i), lv.top.at(axis.j, axis.i));
     let height = (b_hi - b_lo) * step;
     let post = posterior::segment(
         &f,
@@ -286,8 +288,8 @@ pub fn segment(ct: &CtVolume, hint: TargetHint) -> Result<Anatomy, AnatomyError>
     for ((z, y, x), &l) in scan_labels.indexed_iter() {
         if l == labels::VERTEBRAL_BODY {
             let q = g.voxel_to_lps([z, y, x]);
-            for a in 0..3 {
-                sum[a] += q.0[a];
+            for (s, v) in sum.iter_mut().zip(q.0) {
+                *s += v;
             }
             n += 1;
         }
@@ -296,7 +298,11 @@ pub fn segment(ct: &CtVolume, hint: TargetHint) -> Result<Anatomy, AnatomyError>
         return Err(AnatomyError::NoBody("the body falls outside the scan grid".into()));
     }
     let body_centroid = Lps(sum.map(|v| v / n as f64));
-    let body_volume_ml = n as f64 * sp.voxel_volume_ml();
+    // Counted on the vertebra frame: finer than thick-slice scan grids, so fewer partial voxels.
+    let body_volume_ml = body_mask.iter().filter(|&&b| b).count() as f64 * f.frame.voxel_ml();
+    if std::env::var_os("ANATOMY_TRACE").is_some() {
+        eprintln!("volume frame {body_volume_ml:.2} scan {:.2}", n as f64 * sp.voxel_volume_ml());
+    }
     let timing_to_scan = ms(t);
 
     let plane = |pl: &KPlane, sign: f64| -> Plane {

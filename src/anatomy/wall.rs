@@ -112,7 +112,7 @@ pub fn derive(
     let largest_defect = largest(&defect);
     let largest_bulge = largest(&bulge);
     let judgeable = voxel_mm.0 <= MAX_JUDGE_VOXEL_MM.0 && voxel_mm.1 <= MAX_JUDGE_VOXEL_MM.1;
-    let intact = judgeable.then(|| largest_defect < MAX_GAP_MM2 && largest_bulge < MAX_GAP_MM2);
+    let intact = judgeable.then_some(largest_defect < MAX_GAP_MM2 && largest_bulge < MAX_GAP_MM2);
     Some(WallResult {
         wall: PosteriorWall {
             points,
