@@ -10,5 +10,6 @@
 pub mod anatomy;
 pub mod cli;
 pub mod load;
+pub mod phantom;
 pub mod volume;
 pub mod write;
