@@ -38,6 +38,9 @@ fn bench(c: &mut Criterion) {
         *src.at_lps(g.voxel_to_lps([z, y, x])).unwrap_or(&-1024.0)
     });
     let ct = Volume::new(data, g);
+    if let Ok(a) = segment(&ct, TargetHint::AtPoint(target)) {
+        eprintln!("one run: {:?}", a.timings);
+    }
     let mut group = c.benchmark_group("segment");
     group.sample_size(20);
     group.bench_function("512x512x40", |b| {

@@ -84,3 +84,31 @@ fn phantom_acceptance() {
     assert!(b >= 0.92 && c >= 0.85, "body {b:.3} canal {c:.3}");
     assert!(st.wall_right as f64 >= 0.95 * st.n as f64, "wall flag right {}/{}", st.wall_right, st.n);
 }
+
+/// Debug aid: overlays of one phantom case (ours and truth) into $ANATOMY_DEBUG_DIR.
+#[test]
+#[ignore = "debug aid"]
+fn phantom_overlay() {
+    use cementleak::anatomy::render::{overlay, View};
+    let Some(out) = std::env::var_os("ANATOMY_DEBUG_DIR") else { return };
+    let out = std::path::PathBuf::from(out);
+    let mut spec = PhantomSpec::from_seed(9101);
+    spec.position = PatientPosition::Hfp;
+    spec.matrix = 256;
+    spec.pixel_mm = Some(0.8);
+    spec.model_mm = 1.0;
+    spec.steps = Some(2);
+    let case = generate_case(&spec).expect("case");
+    let scan = case.scans.last().expect("scan");
+    let a = segment(&scan.ct, TargetHint::Auto).expect("seg");
+    let _ = std::fs::create_dir_all(&out);
+    let _ = overlay(&scan.ct, &a.labels, a.body_centroid, View::Axial).save(out.join("ph_axial.png"));
+    let _ = overlay(&scan.ct, &a.labels, a.body_centroid, View::Sagittal).save(out.join("ph_sag.png"));
+    let _ = overlay(&scan.ct, &scan.anatomy, a.body_centroid, View::Axial).save(out.join("ph_axial_ref.png"));
+    let _ =
+        overlay(&scan.ct, &scan.anatomy, a.body_centroid, View::Sagittal).save(out.join("ph_sag_ref.png"));
+    println!(
+        "wall {:?} defect {:.2} largest {:.1}",
+        a.posterior_wall_intact, a.posterior_wall.defect_fraction, a.posterior_wall.largest_defect_mm2
+    );
+}

@@ -59,9 +59,7 @@ pub fn levels(
         .into_iter()
         .map(|(a, b, s)| (a + first, b + first, s))
         .collect();
-    if std::env::var_os("ANATOMY_TRACE").is_some() {
-        eprintln!("t {t} segs {segs:?} kc {kc}");
-    }
+    tracing::debug!("body/disc threshold {t}, segments {segs:?}, level index {kc}");
     let kci = kc.round().max(0.0) as usize;
     let bodies: Vec<usize> = (0..segs.len()).filter(|&s| segs[s].2).collect();
     let Some(&ti) = bodies.iter().min_by_key(|&&s| {

@@ -197,15 +197,14 @@ pub fn segment(ct: &CtVolume, hint: TargetHint) -> Result<Anatomy, AnatomyError>
     let marrow0 = context::quantile(&mut prof_vals, 0.75).unwrap_or(200.0);
     let edge_hu = ((marrow0 + body::SOFT_HU) / 2.0).clamp(70.0, 200.0);
     let foot = body::footprints(&f, &canal, &axis, edge_hu);
-    if std::env::var_os("ANATOMY_TRACE").is_some() {
-        eprintln!("profile {:?}", profile.iter().map(|p| p.map_or(-1, |v| v as i32)).collect::<Vec<_>>());
+    if tracing::enabled!(tracing::Level::DEBUG) {
+        tracing::debug!(
+            "profile {:?}",
+            profile.iter().map(|p| p.map_or(-1, |v| v as i32)).collect::<Vec<_>>()
+        );
     }
     let lv = discs::levels(&f, &axis, &profile, f.center[0], &foot)?;
     tracing::debug!(?axis, ?lv, edge_hu, "levels");
-    if std::env::var_os("ANATOMY_TRACE").is_some() {
-        eprintln!("axis {axis:?} edge {edge_hu} levels {lv:?}");
-        eprintln!("profile {:?}", profile.iter().map(|p| p.map_or(-1, |v| v as i32)).collect::<Vec<_>>());
-    }
     let [nk, nj, ni] = f.dims();
     let mut lab = Array3::<u8>::zeros((nk, nj, ni));
     // Body: footprint between the endplate planes.
@@ -250,9 +249,9 @@ pub fn segment(ct: &CtVolume, hint: TargetHint) -> Result<Anatomy, AnatomyError>
             }
         });
     }
+    let (b_lo, b_hi) = (lv.bottom.at(axis.j, axis.i), lv.top.at(axis.j, axis.i));
     // Canal over the vertebra's height plus the adjacent discs (at least a quarter height beyond each
     // endplate, where the discs' far side is unknown).
-    let (b_lo, b_hi) = (lv.bottom.at(axis.j, axis.i), lv.top.at(axis.j, axis.i));
     let quarter = 0.25 * (b_hi - b_lo);
     let k_lo = lv.below_disc_end.map_or(b_lo, |p| p.at(axis.j, axis.i)).min(b_lo - quarter);
     let k_hi = lv.above_disc_end.map_or(b_hi, |p| p.at(axis.j, axis.i)).max(b_hi + quarter);
@@ -277,7 +276,15 @@ pub fn segment(ct: &CtVolume, hint: TargetHint) -> Result<Anatomy, AnatomyError>
         }
     });
     let voxel = (sp.row.max(sp.column), sp.slice.abs());
-    let wall = wall::derive(&f, &canal, &body_mask, b_lo, b_hi, lv.body_hu, voxel)
+    // Marrow level for the cortex test: body voxels that are neither cortex nor cement.
+    let mut marrow: Vec<f32> = Zip::from(&body_mask).and(&f.hu).fold(Vec::new(), |mut v, &b, &h| {
+        if b && (-100.0..600.0).contains(&h) {
+            v.push(h);
+        }
+        v
+    });
+    let marrow_hu = context::median(&mut marrow).unwrap_or(lv.body_hu);
+    let wall = wall::derive(&f, &canal, &body_mask, b_lo, b_hi, marrow_hu, voxel)
         .ok_or_else(|| AnatomyError::NoBody("no posterior wall behind the body".into()))?;
     let timing_segment = ms(t);
 
@@ -300,9 +307,10 @@ pub fn segment(ct: &CtVolume, hint: TargetHint) -> Result<Anatomy, AnatomyError>
     let body_centroid = Lps(sum.map(|v| v / n as f64));
     // Counted on the vertebra frame: finer than thick-slice scan grids, so fewer partial voxels.
     let body_volume_ml = body_mask.iter().filter(|&&b| b).count() as f64 * f.frame.voxel_ml();
-    if std::env::var_os("ANATOMY_TRACE").is_some() {
-        eprintln!("volume frame {body_volume_ml:.2} scan {:.2}", n as f64 * sp.voxel_volume_ml());
-    }
+    tracing::debug!(
+        "body volume: frame {body_volume_ml:.2} mL, scan grid {:.2} mL",
+        n as f64 * sp.voxel_volume_ml()
+    );
     let timing_to_scan = ms(t);
 
     let plane = |pl: &KPlane, sign: f64| -> Plane {

@@ -84,7 +84,8 @@ pub fn derive(
     let mut bulge = Array2::<bool>::from_elem(grid.dim(), false);
     let (mut n, mut nd) = (0usize, 0usize);
     let back = f.px(2.0).ceil() as isize;
-    let fwd = f.px(1.0).ceil() as isize;
+    // The body mask stops short of the canal (partial volume, the canal margin), so look past it.
+    let fwd = f.px(3.0).ceil() as isize;
     for ((a, b), &j) in grid.indexed_iter() {
         if !j.is_finite() {
             continue;
@@ -106,6 +107,28 @@ pub fn derive(
     }
     if n == 0 {
         return None;
+    }
+    if tracing::enabled!(tracing::Level::DEBUG) {
+        let mut peaks: Vec<f32> = Vec::new();
+        for ((a, b), &j) in grid.indexed_iter() {
+            if j.is_finite() {
+                let jj = j as isize;
+                peaks.push(
+                    ((jj - back).max(0)..=(jj + fwd).min(nj as isize - 1))
+                        .map(|q| f.raw[(k0 + a, q as usize, i0 + b)])
+                        .fold(f32::MIN, f32::max),
+                );
+            }
+        }
+        peaks.sort_by(f32::total_cmp);
+        let q = |x: f64| peaks[((peaks.len() - 1) as f64 * x) as usize];
+        tracing::debug!(
+            "wall: marrow {marrow_hu} cortex thr {cortex} peak quantiles {} {} {} {}",
+            q(0.1),
+            q(0.25),
+            q(0.5),
+            q(0.9)
+        );
     }
     let px = f.step * f.step;
     let largest = |m: &Array2<bool>| label2(m).1.iter().skip(1).copied().max().unwrap_or(0) as f64 * px;
