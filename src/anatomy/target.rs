@@ -128,8 +128,8 @@ const ENCLOSURE_MM: f64 = 30.0;
 /// Levels used around the point of interest to fit the canal line.
 const LINE_HALF_SPAN_MM: f64 = 25.0;
 
-/// LPS-aligned grid covering the scan, slices toward superior.
-pub fn coarse_frame(ct: &CtVolume) -> Frame {
+/// LPS-aligned grid covering the scan, slices toward superior; only `z_range` (LPS z, mm) when given.
+pub fn coarse_frame(ct: &CtVolume, z_range: Option<(f64, f64)>) -> Frame {
     let g = &ct.geometry;
     let s = ct.shape();
     let mut lo = [f64::MAX; 3];
@@ -141,6 +141,10 @@ pub fn coarse_frame(ct: &CtVolume) -> Frame {
             lo[a] = lo[a].min(p.0[a]);
             hi[a] = hi[a].max(p.0[a]);
         }
+    }
+    if let Some((z0, z1)) = z_range {
+        lo[2] = lo[2].max(z0);
+        hi[2] = hi[2].min(z1).max(lo[2]);
     }
     let sup = g.mm_per_index_toward(Direction::Superior).iter().map(|v| v.abs()).fold(0.0, f64::max);
     let zstep = COARSE_STEP_MM.max(sup.min(5.0));
@@ -200,7 +204,9 @@ fn enclosed_soft(slice: ndarray::ArrayView2<f32>, step: f64) -> Array2<bool> {
 
 /// The canal centre line at the level of `near` (its z is used; x, y only break ties).
 pub fn canal_line(ct: &CtVolume, near: Lps) -> Result<CanalLine, AnatomyError> {
-    let f = coarse_frame(ct);
+    // Only the levels used for the line are resampled (a trunk CT is ten times taller).
+    let margin = LINE_HALF_SPAN_MM + 4.0;
+    let f = coarse_frame(ct, Some((near.z() - margin, near.z() + margin)));
     let vol = gaussian3(&f.resample(ct), [0.0, 1.0, 1.0]);
     let kz = f.lps_to_index(near)[0];
     let half = LINE_HALF_SPAN_MM / f.step[0];
