@@ -1,0 +1,135 @@
+//! Spinal canal and foramina: the hole enclosed by the body's posterior wall, the pedicles and the laminae.
+//!
+//! At pedicle level the canal is a hole in the (slightly closed) bone ring, whatever fills it (CSF, cord, fat,
+//! leaked cement). At disc and foramen level the ring is open; there the canal keeps the cross-section seen
+//! in the enclosed slices and is extended sideways into the foramina up to the pedicles' lateral reach.
+
+use super::context::{Fine, CEMENT_HU};
+use super::morphology::{close, component_at, dilate, fill_holes};
+use ndarray::{s, Array2, Array3, Axis};
+use rayon::prelude::*;
+
+/// Canal cross-sections range from about 100 mm² (thoracic) to 350 mm² (lumbar); allow lesions and blur.
+const MIN_AREA_MM2: f64 = 40.0;
+const MAX_AREA_MM2: f64 = 900.0;
+/// Gaps of the bone ring under 2 x this are bridged (streaks, thin cortex, partial volume).
+const RING_CLOSE_MM: f64 = 2.0;
+/// Foramina reach this far beyond the canal's side walls.
+const FORAMEN_REACH_MM: f64 = 10.0;
+
+pub struct Canal {
+    pub mask: Array3<bool>,
+    /// Per slice: the canal was enclosed by bone there.
+    pub enclosed: Vec<bool>,
+    /// Per slice: index `j` of the canal's anterior edge (the posterior wall of the body), middle columns.
+    pub front_j: Vec<f64>,
+    /// Typical canal half-width, pixels.
+    pub half_width: f64,
+    pub center_i: f64,
+}
+
+/// `dense` is the bone-ring threshold (HU).
+pub fn segment(f: &Fine, dense_hu: f32) -> Canal {
+    let [nk, nj, ni] = f.dims();
+    let px_area = f.step * f.step;
+    // Per slice, the enclosed hole nearest the canal line.
+    let seed = (f.center[1], f.center[2]);
+    let holes: Vec<Option<Array2<bool>>> = (0..nk)
+        .into_par_iter()
+        .map(|k| {
+            let sl = f.hu.index_axis(Axis(0), k);
+            let ring = sl.mapv(|v| v >= dense_hu && v < CEMENT_HU);
+            let c = close(&ring, f.px(RING_CLOSE_MM) as f32);
+            let filled = fill_holes(&c);
+            let hole = ndarray::Zip::from(&filled).and(&c).map_collect(|&a, &b| a && !b);
+            let comp = component_at(&hole, seed, f.px(8.0));
+            let n = comp.iter().filter(|&&b| b).count() as f64 * px_area;
+            (MIN_AREA_MM2..=MAX_AREA_MM2).contains(&n).then_some(comp)
+        })
+        .collect();
+    // Reject enclosed holes much larger than the typical one (canal merged with a lytic body or a breach).
+    let mut areas: Vec<f32> =
+        holes.iter().flatten().map(|h| h.iter().filter(|&&b| b).count() as f32).collect();
+    let typical = super::context::median(&mut areas).unwrap_or(0.0) as f64;
+    let holes: Vec<Option<Array2<bool>>> = holes
+        .into_iter()
+        .map(|h| h.filter(|m| (m.iter().filter(|&&b| b).count() as f64) <= 1.8 * typical.max(1.0)))
+        .collect();
+    let n_ok = holes.iter().flatten().count();
+    // Template: pixels inside the canal in at least half the enclosed slices.
+    let mut votes = Array2::<u32>::zeros((nj, ni));
+    for h in holes.iter().flatten() {
+        ndarray::Zip::from(&mut votes).and(h).for_each(|v, &b| *v += b as u32);
+    }
+    let template = if n_ok > 0 {
+        votes.mapv(|v| 2 * v as usize >= n_ok)
+    } else {
+        // Nothing enclosed anywhere: a disc of typical canal radius around the canal line.
+        let r = f.px(7.0);
+        Array2::from_shape_fn((nj, ni), |(j, i)| {
+            ((j as f64 - seed.0).powi(2) + (i as f64 - seed.1).powi(2)).sqrt() <= r
+        })
+    };
+    let (tmin_i, tmax_i) = extent(&template, 1);
+    let half_width = ((tmax_i - tmin_i) / 2.0).max(f.px(4.0));
+    let center_i = (tmax_i + tmin_i) / 2.0;
+    let (tmin_j, tmax_j) = extent(&template, 0);
+    let tpl_wide = dilate(&template, f.px(1.0) as f32);
+
+    let mut mask = Array3::<bool>::from_elem((nk, nj, ni), false);
+    let enclosed: Vec<bool> = holes.iter().map(|h| h.is_some()).collect();
+    mask.axis_iter_mut(Axis(0)).into_par_iter().enumerate().for_each(|(k, mut out)| {
+        if let Some(h) = &holes[k] {
+            out.assign(h);
+            return;
+        }
+        let sl = f.hu.index_axis(Axis(0), k);
+        let not_bone = sl.mapv(|v| !(v >= dense_hu && v < CEMENT_HU));
+        // Canal proper: the template where there is no bone.
+        let canal = ndarray::Zip::from(&tpl_wide).and(&not_bone).map_collect(|&t, &nb| t && nb);
+        // Foramina: soft tissue reaching sideways from the canal within the canal's AP band.
+        let reach = f.px(FORAMEN_REACH_MM);
+        let band = Array2::from_shape_fn((nj, ni), |(j, i)| {
+            (j as f64) >= tmin_j
+                && (j as f64) <= tmax_j
+                && (i as f64 - center_i).abs() <= half_width + reach
+                && not_bone[(j, i)]
+        });
+        let grown = component_at(&(&band | &canal), seed, f.px(8.0));
+        out.assign(&(&canal | &grown));
+    });
+    // Anterior edge (smallest j) of the canal in the middle columns, per slice.
+    let band_i = f.px(4.0);
+    let global_front = tmin_j;
+    let front_j: Vec<f64> = (0..nk)
+        .map(|k| {
+            let m = mask.slice(s![k, .., ..]);
+            let mut best: Option<usize> = None;
+            for ((j, i), &b) in m.indexed_iter() {
+                if b && (i as f64 - center_i).abs() <= band_i && best.is_none_or(|bj| j < bj) {
+                    best = Some(j);
+                }
+            }
+            best.map(|j| j as f64).unwrap_or(global_front)
+        })
+        .collect();
+    Canal { mask, enclosed, front_j, half_width, center_i }
+}
+
+/// Min and max index of `true` along `axis` (0 = j, 1 = i) of a 2D mask; (0, 0) when empty.
+fn extent(m: &Array2<bool>, axis: usize) -> (f64, f64) {
+    let mut lo = usize::MAX;
+    let mut hi = 0;
+    for ((j, i), &b) in m.indexed_iter() {
+        if b {
+            let v = if axis == 0 { j } else { i };
+            lo = lo.min(v);
+            hi = hi.max(v);
+        }
+    }
+    if lo == usize::MAX {
+        (0.0, 0.0)
+    } else {
+        (lo as f64, hi as f64)
+    }
+}

@@ -1,0 +1,156 @@
+//! Resampling grids in patient millimetres: an LPS-aligned coarse grid for finding the spine, and the
+//! vertebra-aligned frame (superior along the spine, posterior, left) in which every anatomical rule works.
+//! Both are independent of how the scanner stored the array (prone, supine, decubitus, tilted gantry).
+
+use crate::volume::{CtVolume, Lps, Vec3};
+use ndarray::{Array3, Axis, Zip};
+use rayon::prelude::*;
+
+/// Value given to samples outside the scan: below any real HU (scanners pad with -1024 or -2048), so it
+/// can never be mistaken for air.
+pub const OUTSIDE_HU: f32 = -4000.0;
+
+/// An orthonormal sampling grid: index `[k, j, i]` sits at `origin + k*step*axes[0] + j*step*axes[1] + i*step*axes[2]`.
+#[derive(Clone, Copy, Debug)]
+pub struct Frame {
+    pub origin: Lps,
+    /// Unit LPS vectors of index axes 0, 1, 2. For the vertebra frame: superior (along the spine), posterior,
+    /// left.
+    pub axes: [Vec3; 3],
+    /// Step along each axis, mm.
+    pub step: [f64; 3],
+    pub dims: [usize; 3],
+}
+
+impl Frame {
+    pub fn index_to_lps(&self, idx: [f64; 3]) -> Lps {
+        let mut p = self.origin;
+        for ((ax, i), s) in self.axes.iter().zip(idx).zip(self.step) {
+            p = p + *ax * (i * s);
+        }
+        p
+    }
+
+    pub fn lps_to_index(&self, p: Lps) -> [f64; 3] {
+        let d = p - self.origin;
+        [0, 1, 2].map(|a| d.dot(self.axes[a]) / self.step[a])
+    }
+
+    /// Voxels of the frame, `[k, j, i]` continuous index, inside the grid.
+    pub fn contains(&self, idx: [f64; 3]) -> bool {
+        (0..3).all(|a| idx[a] >= -0.5 && idx[a] <= self.dims[a] as f64 - 0.5)
+    }
+
+    pub fn voxel_ml(&self) -> f64 {
+        self.step[0] * self.step[1] * self.step[2] / 1000.0
+    }
+
+    /// Trilinear resampling of the CT onto this frame.
+    pub fn resample(&self, ct: &CtVolume) -> Array3<f32> {
+        let g = &ct.geometry;
+        let base = g.lps_to_index(self.origin);
+        let cols: [[f64; 3]; 3] = [0, 1, 2].map(|a| {
+            let q = g.lps_to_index(self.origin + self.axes[a] * self.step[a]);
+            [q[0] - base[0], q[1] - base[1], q[2] - base[2]]
+        });
+        let shape = ct.shape();
+        let mut out = Array3::<f32>::from_elem(self.dims, OUTSIDE_HU);
+        out.axis_iter_mut(Axis(0)).into_par_iter().enumerate().for_each(|(k, mut plane)| {
+            for ((j, i), o) in plane.indexed_iter_mut() {
+                let (kf, jf, fi) = (k as f64, j as f64, i as f64);
+                let c = [0, 1, 2].map(|d| base[d] + kf * cols[0][d] + jf * cols[1][d] + fi * cols[2][d]);
+                *o = trilinear(&ct.data, shape, c);
+            }
+        });
+        out
+    }
+
+    /// For every voxel of the scan inside this frame's box, the frame voxel it falls in (nearest neighbour).
+    /// Calls `f(scan_index, frame_index)`; work is limited to the scan's bounding box of the frame.
+    pub fn scan_voxels_in_frame(&self, ct_geom: &crate::volume::Geometry, shape: [usize; 3]) -> ScanBox {
+        let mut lo = [f64::MAX; 3];
+        let mut hi = [f64::MIN; 3];
+        for c in 0..8 {
+            let idx = [0, 1, 2].map(|a| if c >> a & 1 == 1 { self.dims[a] as f64 } else { -1.0 });
+            let q = ct_geom.lps_to_index(self.index_to_lps(idx));
+            for a in 0..3 {
+                lo[a] = lo[a].min(q[a]);
+                hi[a] = hi[a].max(q[a]);
+            }
+        }
+        let lo = [0, 1, 2].map(|a| lo[a].floor().max(0.0).min(shape[a] as f64) as usize);
+        let hi = [0, 1, 2].map(|a| (hi[a].ceil() + 1.0).max(0.0).min(shape[a] as f64) as usize);
+        ScanBox { lo, hi }
+    }
+}
+
+/// A box of scan indices `[lo, hi)`.
+#[derive(Clone, Copy, Debug)]
+pub struct ScanBox {
+    pub lo: [usize; 3],
+    pub hi: [usize; 3],
+}
+
+fn trilinear(data: &Array3<f32>, shape: [usize; 3], c: [f64; 3]) -> f32 {
+    let mut i0 = [0usize; 3];
+    let mut t = [0f32; 3];
+    for a in 0..3 {
+        let n = shape[a];
+        if !(c[a] > -0.5 && c[a] < n as f64 - 0.5) {
+            return OUTSIDE_HU;
+        }
+        let f = c[a].floor().clamp(0.0, (n.max(2) - 2) as f64);
+        if n == 1 {
+            i0[a] = 0;
+            t[a] = 0.0;
+        } else {
+            i0[a] = f as usize;
+            t[a] = (c[a] - f).clamp(0.0, 1.0) as f32;
+        }
+    }
+    let get = |dz: usize, dy: usize, dx: usize| {
+        let z = (i0[0] + dz).min(shape[0] - 1);
+        let y = (i0[1] + dy).min(shape[1] - 1);
+        let x = (i0[2] + dx).min(shape[2] - 1);
+        data[(z, y, x)]
+    };
+    let lerp = |a: f32, b: f32, t: f32| a + (b - a) * t;
+    let c00 = lerp(get(0, 0, 0), get(0, 0, 1), t[2]);
+    let c01 = lerp(get(0, 1, 0), get(0, 1, 1), t[2]);
+    let c10 = lerp(get(1, 0, 0), get(1, 0, 1), t[2]);
+    let c11 = lerp(get(1, 1, 0), get(1, 1, 1), t[2]);
+    lerp(lerp(c00, c01, t[1]), lerp(c10, c11, t[1]), t[0])
+}
+
+/// Nearest-neighbour transfer of a frame label array to the scan grid (0 outside the frame).
+pub fn labels_to_scan(frame: &Frame, labels: &Array3<u8>, ct: &CtVolume) -> Array3<u8> {
+    let shape = ct.shape();
+    let mut out = Array3::<u8>::zeros(shape);
+    let bx = frame.scan_voxels_in_frame(&ct.geometry, shape);
+    let g = &ct.geometry;
+    // Affine scan index -> frame index.
+    let base = frame.lps_to_index(g.index_to_lps([0.0; 3]));
+    let cols: [[f64; 3]; 3] = [0, 1, 2].map(|a| {
+        let mut e = [0.0; 3];
+        e[a] = 1.0;
+        let q = frame.lps_to_index(g.index_to_lps(e));
+        [q[0] - base[0], q[1] - base[1], q[2] - base[2]]
+    });
+    let d = frame.dims;
+    Zip::indexed(out.axis_iter_mut(Axis(0))).par_for_each(|z, mut plane| {
+        if z < bx.lo[0] || z >= bx.hi[0] {
+            return;
+        }
+        for y in bx.lo[1]..bx.hi[1] {
+            for x in bx.lo[2]..bx.hi[2] {
+                let f = [0, 1, 2]
+                    .map(|a| base[a] + z as f64 * cols[0][a] + y as f64 * cols[1][a] + x as f64 * cols[2][a]);
+                let r = f.map(|v| v.round());
+                if (0..3).all(|a| r[a] >= 0.0 && r[a] < d[a] as f64) {
+                    plane[(y, x)] = labels[(r[0] as usize, r[1] as usize, r[2] as usize)];
+                }
+            }
+        }
+    });
+    out
+}

@@ -1,0 +1,319 @@
+//! Binary morphology on 2D slices (distance-transform based, so any radius costs the same), hole filling,
+//! connected components and separable Gaussian smoothing. Sizes are given in pixels by the callers, who
+//! convert from millimetres with the frame step.
+
+use ndarray::{Array2, Array3, ArrayView2, Axis, Zip};
+
+const INF: f32 = 1e20;
+/// Values at or below this are samples outside the scan (see `frame::OUTSIDE_HU`).
+const MISSING: f32 = super::frame::OUTSIDE_HU + 0.5;
+
+/// 1D squared Euclidean distance transform of a sampled function (Felzenszwalb and Huttenlocher); samples at
+/// `INF` are absent.
+fn dt1d(f: &[f32], out: &mut [f32], v: &mut [usize], z: &mut [f32]) {
+    let n = f.len();
+    let mut k: isize = -1;
+    for q in 0..n {
+        if f[q] >= INF {
+            continue;
+        }
+        loop {
+            if k < 0 {
+                k = 0;
+                v[0] = q;
+                z[0] = -INF;
+                z[1] = INF;
+                break;
+            }
+            let p = v[k as usize];
+            let s = ((f[q] + (q * q) as f32) - (f[p] + (p * p) as f32)) / (2.0 * (q as f32 - p as f32));
+            if s <= z[k as usize] {
+                k -= 1;
+            } else {
+                k += 1;
+                v[k as usize] = q;
+                z[k as usize] = s;
+                z[k as usize + 1] = INF;
+                break;
+            }
+        }
+    }
+    if k < 0 {
+        out[..n].iter_mut().for_each(|o| *o = INF);
+        return;
+    }
+    let mut j = 0usize;
+    for (q, o) in out[..n].iter_mut().enumerate() {
+        while z[j + 1] < q as f32 {
+            j += 1;
+        }
+        let p = v[j];
+        *o = (q as f32 - p as f32).powi(2) + f[p];
+    }
+}
+
+/// Squared distance (pixels²) from every pixel to the nearest `true` pixel; `INF`-like when there is none.
+pub fn sq_distance_to(mask: ArrayView2<bool>) -> Array2<f32> {
+    let (h, w) = mask.dim();
+    let mut d = mask.mapv(|b| if b { 0.0f32 } else { INF });
+    let n = h.max(w);
+    let (mut buf, mut out, mut v, mut z) = (vec![0f32; n], vec![0f32; n], vec![0usize; n], vec![0f32; n + 1]);
+    for mut row in d.rows_mut() {
+        let len = row.len();
+        for (b, x) in buf.iter_mut().zip(row.iter()) {
+            *b = *x;
+        }
+        dt1d(&buf[..len], &mut out[..len], &mut v, &mut z);
+        for (x, o) in row.iter_mut().zip(out.iter()) {
+            *x = *o;
+        }
+    }
+    for mut col in d.columns_mut() {
+        let len = col.len();
+        for (b, x) in buf.iter_mut().zip(col.iter()) {
+            *b = *x;
+        }
+        dt1d(&buf[..len], &mut out[..len], &mut v, &mut z);
+        for (x, o) in col.iter_mut().zip(out.iter()) {
+            *x = *o;
+        }
+    }
+    d
+}
+
+/// Dilation by a disc of radius `r` pixels.
+pub fn dilate(mask: &Array2<bool>, r: f32) -> Array2<bool> {
+    let r2 = r * r;
+    sq_distance_to(mask.view()).mapv(|d| d <= r2)
+}
+
+/// Erosion by a disc of radius `r` pixels (outside the image counts as background).
+pub fn erode(mask: &Array2<bool>, r: f32) -> Array2<bool> {
+    let (h, w) = mask.dim();
+    // Pad by one so the border behaves as background.
+    let mut inv = Array2::from_elem((h + 2, w + 2), true);
+    Zip::from(inv.slice_mut(ndarray::s![1..h + 1, 1..w + 1])).and(mask).for_each(|o, &m| *o = !m);
+    let d = sq_distance_to(inv.view());
+    let r2 = r * r;
+    d.slice(ndarray::s![1..h + 1, 1..w + 1]).mapv(|v| v > r2)
+}
+
+pub fn close(mask: &Array2<bool>, r: f32) -> Array2<bool> {
+    let (h, w) = mask.dim();
+    // Pad so that the dilation does not lose what reaches the border.
+    let p = r.ceil() as usize + 1;
+    let mut big = Array2::from_elem((h + 2 * p, w + 2 * p), false);
+    big.slice_mut(ndarray::s![p..p + h, p..p + w]).assign(mask);
+    let d = dilate(&big, r);
+    let inv = d.mapv(|b| !b);
+    let e = sq_distance_to(inv.view()).mapv(|v| v > r * r);
+    e.slice(ndarray::s![p..p + h, p..p + w]).to_owned()
+}
+
+pub fn open(mask: &Array2<bool>, r: f32) -> Array2<bool> {
+    dilate(&erode(mask, r), r)
+}
+
+/// 4-connected components of `true` pixels: labels (0 = background, 1.. = components) and sizes (index 0 unused).
+pub fn label2(mask: &Array2<bool>) -> (Array2<u32>, Vec<usize>) {
+    let (h, w) = mask.dim();
+    let mut lab = Array2::<u32>::zeros((h, w));
+    let mut sizes = vec![0usize];
+    let mut stack = Vec::new();
+    for y in 0..h {
+        for x in 0..w {
+            if !mask[(y, x)] || lab[(y, x)] != 0 {
+                continue;
+            }
+            let id = sizes.len() as u32;
+            let mut n = 0usize;
+            lab[(y, x)] = id;
+            stack.push((y, x));
+            while let Some((cy, cx)) = stack.pop() {
+                n += 1;
+                let mut visit = |ny: usize, nx: usize| {
+                    if mask[(ny, nx)] && lab[(ny, nx)] == 0 {
+                        lab[(ny, nx)] = id;
+                        stack.push((ny, nx));
+                    }
+                };
+                if cy > 0 {
+                    visit(cy - 1, cx);
+                }
+                if cy + 1 < h {
+                    visit(cy + 1, cx);
+                }
+                if cx > 0 {
+                    visit(cy, cx - 1);
+                }
+                if cx + 1 < w {
+                    visit(cy, cx + 1);
+                }
+            }
+            sizes.push(n);
+        }
+    }
+    (lab, sizes)
+}
+
+/// Background regions not connected to the image border become foreground.
+pub fn fill_holes(mask: &Array2<bool>) -> Array2<bool> {
+    let inv = mask.mapv(|b| !b);
+    let (lab, sizes) = label2(&inv);
+    let (h, w) = mask.dim();
+    let mut border = vec![false; sizes.len()];
+    for y in 0..h {
+        border[lab[(y, 0)] as usize] = true;
+        border[lab[(y, w - 1)] as usize] = true;
+    }
+    for x in 0..w {
+        border[lab[(0, x)] as usize] = true;
+        border[lab[(h - 1, x)] as usize] = true;
+    }
+    let mut out = mask.clone();
+    Zip::from(&mut out).and(&lab).for_each(|o, &l| {
+        if l != 0 && !border[l as usize] {
+            *o = true;
+        }
+    });
+    out
+}
+
+/// The component of `mask` that contains `seed`, or failing that the one nearest to it within `max_r`
+/// pixels. Empty when there is none.
+pub fn component_at(mask: &Array2<bool>, seed: (f64, f64), max_r: f64) -> Array2<bool> {
+    let (lab, _) = label2(mask);
+    let (h, w) = mask.dim();
+    let mut best: Option<(f64, u32)> = None;
+    let r = max_r.ceil() as isize;
+    let (sy, sx) = (seed.0.round() as isize, seed.1.round() as isize);
+    for y in (sy - r).max(0)..=(sy + r).min(h as isize - 1) {
+        for x in (sx - r).max(0)..=(sx + r).min(w as isize - 1) {
+            let l = lab[(y as usize, x as usize)];
+            if l == 0 {
+                continue;
+            }
+            let d = ((y as f64 - seed.0).powi(2) + (x as f64 - seed.1).powi(2)).sqrt();
+            if d <= max_r && best.is_none_or(|(bd, _)| d < bd) {
+                best = Some((d, l));
+            }
+        }
+    }
+    match best {
+        Some((_, l)) => lab.mapv(|v| v == l),
+        None => Array2::from_elem((h, w), false),
+    }
+}
+
+/// Separable Gaussian smoothing with a per-axis sigma in voxels (0 = leave that axis alone). Edges and
+/// samples outside the scan are handled by renormalising the kernel over the samples present.
+pub fn gaussian3(vol: &Array3<f32>, sigma: [f64; 3]) -> Array3<f32> {
+    let mut cur = vol.clone();
+    for (ax, &s) in sigma.iter().enumerate() {
+        if s <= 0.05 {
+            continue;
+        }
+        let r = (3.0 * s).ceil() as isize;
+        let k: Vec<f32> = (-r..=r).map(|i| (-(i * i) as f64 / (2.0 * s * s)).exp() as f32).collect();
+        let src = cur.clone();
+        Zip::from(cur.lanes_mut(Axis(ax))).and(src.lanes(Axis(ax))).par_for_each(|mut o, i| {
+            let n = i.len() as isize;
+            for x in 0..n {
+                let (mut acc, mut wsum) = (0f32, 0f32);
+                if i[x as usize] <= MISSING {
+                    o[x as usize] = i[x as usize];
+                    continue;
+                }
+                for (ki, kv) in k.iter().enumerate() {
+                    let j = x + ki as isize - r;
+                    // Samples outside the scan are missing, not air: leave them out of the average.
+                    if j >= 0 && j < n && i[j as usize] > MISSING {
+                        acc += kv * i[j as usize];
+                        wsum += kv;
+                    }
+                }
+                o[x as usize] = acc / wsum.max(1e-6);
+            }
+        });
+    }
+    cur
+}
+
+/// 6-connected components in 3D: labels and sizes (index 0 unused).
+pub fn label3(mask: &Array3<bool>) -> (Array3<u32>, Vec<usize>) {
+    let (d0, d1, d2) = mask.dim();
+    let mut lab = Array3::<u32>::zeros((d0, d1, d2));
+    let mut sizes = vec![0usize];
+    let mut stack = Vec::new();
+    for ((z, y, x), &m) in mask.indexed_iter() {
+        if !m || lab[(z, y, x)] != 0 {
+            continue;
+        }
+        let id = sizes.len() as u32;
+        let mut n = 0;
+        lab[(z, y, x)] = id;
+        stack.push((z, y, x));
+        while let Some((cz, cy, cx)) = stack.pop() {
+            n += 1;
+            let nbrs = [
+                (cz.wrapping_sub(1), cy, cx),
+                (cz + 1, cy, cx),
+                (cz, cy.wrapping_sub(1), cx),
+                (cz, cy + 1, cx),
+                (cz, cy, cx.wrapping_sub(1)),
+                (cz, cy, cx + 1),
+            ];
+            for (nz, ny, nx) in nbrs {
+                if nz < d0 && ny < d1 && nx < d2 && mask[(nz, ny, nx)] && lab[(nz, ny, nx)] == 0 {
+                    lab[(nz, ny, nx)] = id;
+                    stack.push((nz, ny, nx));
+                }
+            }
+        }
+        sizes.push(n);
+    }
+    (lab, sizes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn disc(n: usize, c: f64, r: f64) -> Array2<bool> {
+        Array2::from_shape_fn((n, n), |(y, x)| ((y as f64 - c).powi(2) + (x as f64 - c).powi(2)).sqrt() <= r)
+    }
+
+    #[test]
+    fn distance_transform_matches_brute_force() {
+        let m = Array2::from_shape_fn((13, 17), |(y, x)| (y * 7 + x * 3) % 11 == 0);
+        let d = sq_distance_to(m.view());
+        for ((y, x), &v) in d.indexed_iter() {
+            let mut best = f32::MAX;
+            for ((yy, xx), &b) in m.indexed_iter() {
+                if b {
+                    best = best.min(((y as f32 - yy as f32).powi(2)) + (x as f32 - xx as f32).powi(2));
+                }
+            }
+            assert!((v - best).abs() < 1e-3, "({y},{x}) {v} vs {best}");
+        }
+    }
+
+    #[test]
+    fn ring_hole_is_filled_and_closing_bridges_gap() {
+        let ring = &disc(41, 20.0, 15.0) & &disc(41, 20.0, 10.0).mapv(|b| !b);
+        let filled = fill_holes(&ring);
+        assert!(filled[(20, 20)]);
+        let mut broken = ring.clone();
+        for y in 0..41 {
+            for x in 19..22 {
+                if y < 20 {
+                    broken[(y, x)] = false;
+                }
+            }
+        }
+        assert!(!fill_holes(&broken)[(20, 20)]);
+        assert!(fill_holes(&close(&broken, 3.0))[(20, 20)]);
+        let e = erode(&disc(41, 20.0, 10.0), 3.0);
+        assert!(e[(20, 20)] && !e[(20, 29)]);
+    }
+}

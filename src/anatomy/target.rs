@@ -1,0 +1,326 @@
+//! Finding the treated vertebra: the needle (a straight thin metal line) if there is one, and the spinal
+//! canal's centre line near the level of interest on a coarse patient-aligned grid.
+
+use super::frame::Frame;
+use super::morphology::{gaussian3, label2};
+use super::AnatomyError;
+use crate::volume::{CtVolume, Direction, Lps, Vec3};
+use ndarray::{Array2, Axis};
+use rand::{Rng, SeedableRng};
+use rayon::prelude::*;
+
+/// Steel needles and thermocouples saturate the scanner (3071 HU on 12-bit scanners); 2500 HU is above any
+/// bone (cortex 700–1500) and most cement, so what passes it is metal or dense cement.
+const METAL_HU: f32 = 2500.0;
+/// A 13-gauge needle is 2.4 mm wide; allow blur and streaks.
+const NEEDLE_RADIUS_MM: f64 = 2.0;
+/// A needle is visible over at least this length inside the scan.
+const NEEDLE_MIN_LENGTH_MM: f64 = 20.0;
+
+/// A detected needle: the line through it and its deep end (the tip, in the vertebra).
+#[derive(Clone, Copy, Debug)]
+pub struct Needle {
+    pub tip: Lps,
+    pub entry: Lps,
+}
+
+/// Finds the longest straight thin run of metal voxels with RANSAC (deterministic seed).
+pub fn find_needle(ct: &CtVolume) -> Option<Needle> {
+    let g = &ct.geometry;
+    let mut pts: Vec<Lps> = ct
+        .data
+        .indexed_iter()
+        .filter(|(_, &v)| v >= METAL_HU)
+        .map(|((z, y, x), _)| g.voxel_to_lps([z, y, x]))
+        .collect();
+    if pts.len() < 5 {
+        return None;
+    }
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
+    if pts.len() > 4000 {
+        let stride = pts.len() / 4000 + 1;
+        pts = pts.into_iter().step_by(stride).collect();
+    }
+    let mut best: Option<(f64, Needle)> = None;
+    for _ in 0..300 {
+        let a = pts[rng.random_range(0..pts.len())];
+        let b = pts[rng.random_range(0..pts.len())];
+        let Some(dir) = (b - a).normalized() else { continue };
+        if a.distance(b) < 8.0 {
+            continue;
+        }
+        let mut along: Vec<f64> = Vec::new();
+        let mut shell: Vec<f64> = Vec::new();
+        for &p in &pts {
+            let d = p - a;
+            let t = d.dot(dir);
+            let perp = (d - dir * t).norm();
+            if perp <= NEEDLE_RADIUS_MM {
+                along.push(t);
+            } else if perp <= 3.0 * NEEDLE_RADIUS_MM {
+                shell.push(t);
+            }
+        }
+        along.sort_by(f64::total_cmp);
+        if along.is_empty() {
+            continue;
+        }
+        // Longest run with gaps under 5 mm.
+        let mut s0 = 0usize;
+        let mut best_run = (0usize, 1usize);
+        for i in 1..=along.len() {
+            if i == along.len() || along[i] - along[i - 1] > 5.0 {
+                if along[i - 1] - along[s0] > along[best_run.1 - 1] - along[best_run.0] {
+                    best_run = (s0, i);
+                }
+                s0 = i;
+            }
+        }
+        let (t0, t1) = (along[best_run.0], along[best_run.1 - 1]);
+        let len = t1 - t0;
+        if len < NEEDLE_MIN_LENGTH_MM {
+            continue;
+        }
+        // Thin: in most 5 mm segments of the run, fewer metal voxels around the line than on it.
+        let nseg = (len / 5.0).ceil().max(1.0) as usize;
+        let mut on = vec![0usize; nseg];
+        let mut off = vec![0usize; nseg];
+        for &t in &along[best_run.0..best_run.1] {
+            on[(((t - t0) / 5.0) as usize).min(nseg - 1)] += 1;
+        }
+        for &t in shell.iter().filter(|&&t| t >= t0 && t <= t1) {
+            off[(((t - t0) / 5.0) as usize).min(nseg - 1)] += 1;
+        }
+        let thin = (0..nseg).filter(|&s| off[s] <= on[s]).count();
+        if (thin as f64) < 0.5 * nseg as f64 {
+            continue;
+        }
+        if best.as_ref().is_none_or(|(bl, _)| len > *bl) {
+            let e0 = a + dir * t0;
+            let e1 = a + dir * t1;
+            // The needle enters from the back: its deep end is the anterior one, whatever the position.
+            let ant = Direction::Anterior.unit();
+            let (tip, entry) = if (e0 - e1).dot(ant) > 0.0 { (e0, e1) } else { (e1, e0) };
+            best = Some((len, Needle { tip, entry }));
+        }
+    }
+    best.map(|(_, n)| n)
+}
+
+/// The canal's centre line near one level: a point on it and its unit direction (toward superior).
+#[derive(Clone, Copy, Debug)]
+pub struct CanalLine {
+    pub point: Lps,
+    pub direction: Vec3,
+    /// Slices in which the canal was seen enclosed by bone.
+    pub slices_seen: usize,
+}
+
+/// Coarse grid step, mm: fine enough for a 12 mm canal, coarse enough to be fast.
+const COARSE_STEP_MM: f64 = 2.0;
+/// Dense tissue around the canal (cortex, cancellous bone) on the smoothed coarse grid.
+const DENSE_HU: f32 = 150.0;
+/// Canal content (CSF, cord, epidural fat) is under about 60 HU; air is not canal.
+const CANAL_MAX_HU: f32 = 70.0;
+const CANAL_MIN_HU: f32 = -300.0;
+/// From inside the canal, bone is met within this distance in every direction at pedicle level.
+const ENCLOSURE_MM: f64 = 30.0;
+/// Levels used around the point of interest to fit the canal line.
+const LINE_HALF_SPAN_MM: f64 = 25.0;
+
+/// LPS-aligned grid covering the scan, slices toward superior; only `z_range` (LPS z, mm) when given.
+pub fn coarse_frame(ct: &CtVolume, z_range: Option<(f64, f64)>) -> Frame {
+    let g = &ct.geometry;
+    let s = ct.shape();
+    let mut lo = [f64::MAX; 3];
+    let mut hi = [f64::MIN; 3];
+    for c in 0..8 {
+        let idx = [0, 1, 2].map(|a| if c >> a & 1 == 1 { (s[a] as f64 - 1.0).max(0.0) } else { 0.0 });
+        let p = g.index_to_lps(idx);
+        for a in 0..3 {
+            lo[a] = lo[a].min(p.0[a]);
+            hi[a] = hi[a].max(p.0[a]);
+        }
+    }
+    if let Some((z0, z1)) = z_range {
+        lo[2] = lo[2].max(z0);
+        hi[2] = hi[2].min(z1).max(lo[2]);
+    }
+    let sup = g.mm_per_index_toward(Direction::Superior).iter().map(|v| v.abs()).fold(0.0, f64::max);
+    let zstep = COARSE_STEP_MM.max(sup.min(5.0));
+    let step = [zstep, COARSE_STEP_MM, COARSE_STEP_MM];
+    // Frame axes: superior, posterior, left; LPS coordinates 2, 1, 0.
+    let extent = [hi[2] - lo[2], hi[1] - lo[1], hi[0] - lo[0]];
+    let dims = [0, 1, 2].map(|a| (extent[a] / step[a]).floor() as usize + 1);
+    Frame {
+        origin: Lps([lo[0], lo[1], lo[2]]),
+        axes: [Direction::Superior.unit(), Direction::Posterior.unit(), Direction::Left.unit()],
+        step,
+        dims,
+    }
+}
+
+/// Pixels of one axial slice that look like canal: soft tissue with bone met within `ENCLOSURE_MM` along
+/// all eight in-plane directions.
+fn enclosed_soft(slice: ndarray::ArrayView2<f32>, step: f64) -> Array2<bool> {
+    let (h, w) = slice.dim();
+    let dense = slice.mapv(|v| v >= DENSE_HU);
+    let max_steps = (ENCLOSURE_MM / step).ceil() as u32;
+    let mut count = Array2::<u8>::zeros((h, w));
+    let dirs: [(isize, isize); 8] = [(0, 1), (0, -1), (1, 0), (-1, 0), (1, 1), (1, -1), (-1, 1), (-1, -1)];
+    let mut dist = Array2::<u32>::zeros((h, w));
+    for (dy, dx) in dirs {
+        let diag = dy != 0 && dx != 0;
+        let limit =
+            if diag { (max_steps as f64 / std::f64::consts::SQRT_2).ceil() as u32 } else { max_steps };
+        let ys: Vec<usize> = if dy > 0 { (0..h).rev().collect() } else { (0..h).collect() };
+        let xs: Vec<usize> = if dx > 0 { (0..w).rev().collect() } else { (0..w).collect() };
+        for &y in &ys {
+            for &x in &xs {
+                let v = if dense[(y, x)] {
+                    0
+                } else {
+                    let ny = y as isize + dy;
+                    let nx = x as isize + dx;
+                    if ny < 0 || nx < 0 || ny >= h as isize || nx >= w as isize {
+                        u32::MAX
+                    } else {
+                        dist[(ny as usize, nx as usize)].saturating_add(1)
+                    }
+                };
+                dist[(y, x)] = v;
+            }
+        }
+        ndarray::Zip::from(&mut count).and(&dist).for_each(|c, &d| {
+            if d <= limit {
+                *c += 1;
+            }
+        });
+    }
+    ndarray::Zip::from(&count)
+        .and(&slice)
+        .map_collect(|&c, &v| c == 8 && (CANAL_MIN_HU..CANAL_MAX_HU).contains(&v))
+}
+
+/// The canal centre line at the level of `near` (its z is used; x, y only break ties).
+pub fn canal_line(ct: &CtVolume, near: Lps) -> Result<CanalLine, AnatomyError> {
+    // Only the levels used for the line are resampled (a trunk CT is ten times taller).
+    let margin = LINE_HALF_SPAN_MM + 4.0;
+    let f = coarse_frame(ct, Some((near.z() - margin, near.z() + margin)));
+    let vol = gaussian3(&f.resample(ct), [0.0, 1.0, 1.0]);
+    let kz = f.lps_to_index(near)[0];
+    let half = LINE_HALF_SPAN_MM / f.step[0];
+    let k0 = (kz - half).floor().max(0.0) as usize;
+    let k1 = ((kz + half).ceil().max(0.0) as usize).min(f.dims[0].saturating_sub(1));
+    if k0 > k1 {
+        return Err(AnatomyError::NoSpine("the point of interest is outside the scan".into()));
+    }
+    let cands: Vec<(usize, Array2<bool>)> = (k0..=k1)
+        .into_par_iter()
+        .map(|k| (k, enclosed_soft(vol.index_axis(Axis(0), k), f.step[1])))
+        .collect();
+    let (h, w) = (f.dims[1], f.dims[2]);
+    let mut votes = Array2::<f32>::zeros((h, w));
+    for (_, c) in &cands {
+        ndarray::Zip::from(&mut votes).and(c).for_each(|v, &b| {
+            if b {
+                *v += 1.0;
+            }
+        });
+    }
+    // Blur the votes by the canal's radius so that a column of canal outvotes isolated pockets.
+    let r = (6.0 / f.step[1]).round() as isize;
+    let mut sm = Array2::<f32>::zeros((h, w));
+    for y in 0..h as isize {
+        for x in 0..w as isize {
+            let mut s = 0.0;
+            for yy in (y - r).max(0)..=(y + r).min(h as isize - 1) {
+                for xx in (x - r).max(0)..=(x + r).min(w as isize - 1) {
+                    s += votes[(yy as usize, xx as usize)];
+                }
+            }
+            sm[(y as usize, x as usize)] = s;
+        }
+    }
+    let near_idx = f.lps_to_index(near);
+    let mut peak = None;
+    for ((y, x), &v) in sm.indexed_iter() {
+        if v <= 0.0 {
+            continue;
+        }
+        // Ties go to the candidate nearest the point of interest.
+        let d2 = (y as f64 - near_idx[1]).powi(2) + (x as f64 - near_idx[2]).powi(2);
+        let score = v as f64 - 1e-6 * d2;
+        if peak.is_none_or(|(s, _, _)| score > s) {
+            peak = Some((score, y, x));
+        }
+    }
+    let Some((_, py, px)) = peak else {
+        return Err(AnatomyError::NoSpine(
+            "no spinal canal enclosed by bone was found near the level of interest".into(),
+        ));
+    };
+    // Per slice, the candidate blob nearest the peak.
+    let max_d = 12.0 / f.step[1];
+    let mut samples: Vec<(f64, f64, f64)> = Vec::new();
+    for (k, c) in &cands {
+        let (lab, sizes) = label2(c);
+        let mut sums = vec![(0.0f64, 0.0f64, 0usize); sizes.len()];
+        for ((y, x), &l) in lab.indexed_iter() {
+            if l > 0 {
+                let s = &mut sums[l as usize];
+                s.0 += y as f64;
+                s.1 += x as f64;
+                s.2 += 1;
+            }
+        }
+        let area_mm2 = |n: usize| n as f64 * f.step[1] * f.step[2];
+        let best = sums
+            .iter()
+            .skip(1)
+            .filter(|s| area_mm2(s.2) >= 20.0 && area_mm2(s.2) <= 1200.0)
+            .map(|s| (s.0 / s.2 as f64, s.1 / s.2 as f64))
+            .map(|(cy, cx)| (((cy - py as f64).powi(2) + (cx - px as f64).powi(2)).sqrt(), cy, cx))
+            .filter(|(d, _, _)| *d <= max_d)
+            .min_by(|a, b| a.0.total_cmp(&b.0));
+        if let Some((_, cy, cx)) = best {
+            samples.push((*k as f64, cy, cx));
+        }
+    }
+    if samples.is_empty() {
+        return Err(AnatomyError::NoSpine("the spinal canal could not be followed".into()));
+    }
+    let (mut a_y, mut b_y, mut a_x, mut b_x) = fit_lines(&samples);
+    // One pass of outlier removal (a rib pocket or lesion picked in one slice).
+    if samples.len() >= 4 {
+        let kept: Vec<_> = samples
+            .iter()
+            .copied()
+            .filter(|&(k, y, x)| {
+                ((a_y + b_y * k - y).powi(2) + (a_x + b_x * k - x).powi(2)).sqrt() <= 4.0 / f.step[1]
+            })
+            .collect();
+        if kept.len() >= 2 {
+            (a_y, b_y, a_x, b_x) = fit_lines(&kept);
+        }
+    }
+    let p0 = f.index_to_lps([kz, a_y + b_y * kz, a_x + b_x * kz]);
+    let p1 = f.index_to_lps([kz + 1.0, a_y + b_y * (kz + 1.0), a_x + b_x * (kz + 1.0)]);
+    let direction = (p1 - p0).normalized().unwrap_or(Direction::Superior.unit());
+    Ok(CanalLine { point: p0, direction, slices_seen: samples.len() })
+}
+
+/// Least-squares lines y(k), x(k); a vertical line when only one level is known.
+fn fit_lines(s: &[(f64, f64, f64)]) -> (f64, f64, f64, f64) {
+    let n = s.len() as f64;
+    let mk = s.iter().map(|p| p.0).sum::<f64>() / n;
+    let my = s.iter().map(|p| p.1).sum::<f64>() / n;
+    let mx = s.iter().map(|p| p.2).sum::<f64>() / n;
+    let skk: f64 = s.iter().map(|p| (p.0 - mk).powi(2)).sum();
+    if skk < 1e-9 || s.len() < 3 {
+        return (my, 0.0, mx, 0.0);
+    }
+    let by = s.iter().map(|p| (p.0 - mk) * (p.1 - my)).sum::<f64>() / skk;
+    let bx = s.iter().map(|p| (p.0 - mk) * (p.2 - mx)).sum::<f64>() / skk;
+    (my - by * mk, by, mx - bx * mk, bx)
+}

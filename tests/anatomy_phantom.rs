@@ -1,0 +1,114 @@
+//! Anatomy on synthetic injection scans (held-out seeds never used while developing the segmentation):
+//! all positions, seeded lesion types, needle and cement present (last scan of each case).
+
+mod anatomy_support;
+
+use anatomy_support::dice;
+use cementleak::anatomy::{segment, TargetHint};
+use cementleak::phantom::{generate_case, PhantomSpec};
+use cementleak::volume::{labels, PatientPosition};
+
+/// Seeds reserved for evaluation.
+const HELD_OUT: std::ops::Range<u64> = 9100..9112;
+
+struct Stats {
+    body: Vec<f64>,
+    canal: Vec<f64>,
+    wall_right: usize,
+    wall_judged: usize,
+    n: usize,
+}
+
+fn evaluate(matrix: usize, pixel_mm: f64, model_mm: f64) -> Stats {
+    let mut st = Stats { body: vec![], canal: vec![], wall_right: 0, wall_judged: 0, n: 0 };
+    for (i, seed) in HELD_OUT.enumerate() {
+        let mut spec = PhantomSpec::from_seed(seed);
+        spec.position = PatientPosition::ALL[i % 4];
+        spec.matrix = matrix;
+        spec.pixel_mm = Some(pixel_mm);
+        spec.model_mm = model_mm;
+        spec.steps = Some(2);
+        let case = generate_case(&spec).expect("phantom case");
+        let Some(scan) = case.scans.last() else { continue };
+        st.n += 1;
+        match segment(&scan.ct, TargetHint::Auto) {
+            Ok(a) => {
+                let body = dice(
+                    &a.labels.data.mapv(|l| l == labels::VERTEBRAL_BODY),
+                    &scan.anatomy.data.mapv(|l| l == labels::VERTEBRAL_BODY),
+                );
+                let canal = dice(
+                    &a.labels.data.mapv(|l| l == labels::CANAL),
+                    &scan.anatomy.data.mapv(|l| l == labels::CANAL),
+                );
+                let truth_wall = case.summary.posterior_wall_intact;
+                if let Some(w) = a.posterior_wall_intact {
+                    st.wall_judged += 1;
+                    st.wall_right += (w == truth_wall) as usize;
+                }
+                println!(
+                    "seed {seed} {:?} {:?} {:?}: target {:?}, body Dice {body:.3}, canal Dice {canal:.3}, wall intact {:?} (truth {truth_wall}), {:.0} ms",
+                    case.summary.position, case.summary.level, case.summary.lesion, a.target_source, a.posterior_wall_intact, a.timings.total_ms
+                );
+                st.body.push(body);
+                st.canal.push(canal);
+            }
+            Err(e) => {
+                println!(
+                    "seed {seed} {:?} {:?}: segmentation failed: {e}",
+                    case.summary.position, case.summary.level
+                );
+                st.body.push(0.0);
+                st.canal.push(0.0);
+            }
+        }
+    }
+    st
+}
+
+fn mean(v: &[f64]) -> f64 {
+    v.iter().sum::<f64>() / v.len().max(1) as f64
+}
+
+/// Prints the phantom metrics; the brief's targets (body Dice >= 0.92, canal Dice >= 0.85, wall flag right in
+/// >= 95% of cases) are checked by `phantom_acceptance`.
+#[test]
+#[ignore = "slow (generates 12 phantom cases); run with --ignored"]
+fn phantom_acceptance() {
+    let st = evaluate(256, 0.8, 1.0);
+    let (b, c) = (mean(&st.body), mean(&st.canal));
+    println!(
+        "phantoms: {} cases, mean body Dice {b:.3}, mean canal Dice {c:.3}, wall flag right {}/{} judged",
+        st.n, st.wall_right, st.wall_judged
+    );
+    assert!(b >= 0.92 && c >= 0.85, "body {b:.3} canal {c:.3}");
+    assert!(st.wall_right as f64 >= 0.95 * st.n as f64, "wall flag right {}/{}", st.wall_right, st.n);
+}
+
+/// Debug aid: overlays of one phantom case (ours and truth) into $ANATOMY_DEBUG_DIR.
+#[test]
+#[ignore = "debug aid"]
+fn phantom_overlay() {
+    use cementleak::anatomy::render::{overlay, View};
+    let Some(out) = std::env::var_os("ANATOMY_DEBUG_DIR") else { return };
+    let out = std::path::PathBuf::from(out);
+    let mut spec = PhantomSpec::from_seed(9101);
+    spec.position = PatientPosition::Hfp;
+    spec.matrix = 256;
+    spec.pixel_mm = Some(0.8);
+    spec.model_mm = 1.0;
+    spec.steps = Some(2);
+    let case = generate_case(&spec).expect("case");
+    let scan = case.scans.last().expect("scan");
+    let a = segment(&scan.ct, TargetHint::Auto).expect("seg");
+    let _ = std::fs::create_dir_all(&out);
+    let _ = overlay(&scan.ct, &a.labels, a.body_centroid, View::Axial).save(out.join("ph_axial.png"));
+    let _ = overlay(&scan.ct, &a.labels, a.body_centroid, View::Sagittal).save(out.join("ph_sag.png"));
+    let _ = overlay(&scan.ct, &scan.anatomy, a.body_centroid, View::Axial).save(out.join("ph_axial_ref.png"));
+    let _ =
+        overlay(&scan.ct, &scan.anatomy, a.body_centroid, View::Sagittal).save(out.join("ph_sag_ref.png"));
+    println!(
+        "wall {:?} defect {:.2} largest {:.1}",
+        a.posterior_wall_intact, a.posterior_wall.defect_fraction, a.posterior_wall.largest_defect_mm2
+    );
+}
