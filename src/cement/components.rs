@@ -221,7 +221,8 @@ pub(crate) fn split(
                 let c = grid.coords(i);
                 for &d in &prev_window {
                     if let Some(j) = morph::offset(grid.shape, c, d) {
-                        if stamp[j] != l as u32 {
+                        // Only the previous cement outside the body belongs to this leak.
+                        if stamp[j] != l as u32 && !region[j] {
                             stamp[j] = l as u32;
                             sum += pf[j] as f64 * ml;
                         }

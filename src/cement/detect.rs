@@ -22,11 +22,13 @@ pub(crate) struct Thresholds {
 /// it is dense now *and* rose against the baseline — dense bone, blastic lesions, bone islands and the
 /// needle's blooming were already there and do not rise. Without a baseline (or where it does not reach):
 /// density alone, with the body's cortical shell (`cortex`) admitted only where it is part of a mass thick
-/// enough not to be cortex (a 3x3x3 opening of the seed-level voxels).
+/// enough not to be cortex (a 3x3x3 opening of the seed-level voxels). `metal` voxels are never cement;
+/// `band` voxels (the needle's blooming) never seed and are grown into only at seed-level contrast.
 pub(crate) fn cement_mask(
     img: &[f32],
     base: Option<&[f32]>,
     metal: &[bool],
+    band: &[bool],
     cortex: &[bool],
     grid: &Grid,
     t: &Thresholds,
@@ -50,13 +52,14 @@ pub(crate) fn cement_mask(
         match base.map(|b| b[i]).filter(|b| !b.is_nan()) {
             Some(b) => {
                 let rise = v - b;
-                seed[i] = v >= t.seed_hu && rise >= t.seed_rise_hu;
-                grow[i] = v >= t.grow_hu && rise >= t.grow_rise_hu;
+                seed[i] = !band[i] && v >= t.seed_hu && rise >= t.seed_rise_hu;
+                grow[i] = v >= t.grow_hu && rise >= if band[i] { t.seed_rise_hu } else { t.grow_rise_hu };
             }
             None => {
                 let allowed = !cortex[i] || thick[i];
-                seed[i] = allowed && v >= t.no_baseline_seed_hu;
-                grow[i] = allowed && v >= t.no_baseline_grow_hu;
+                seed[i] = allowed && !band[i] && v >= t.no_baseline_seed_hu;
+                let grow_hu = if band[i] { t.no_baseline_seed_hu } else { t.no_baseline_grow_hu };
+                grow[i] = allowed && v >= grow_hu;
             }
         }
     }

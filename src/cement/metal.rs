@@ -8,9 +8,11 @@
 //! 3. a line is accepted where it is thin (ring mostly empty) over at least `min_line_length_mm`, and then
 //!    followed through saturated voxels into a mass (the needle tip inside cement) — with a baseline only as
 //!    far as the baseline was already saturated there, so new cement beyond the tip stays cement;
-//! 4. metal = voxels within `needle_radius_mm` of the accepted segments, plus those within a further
-//!    `metal_margin_mm` (blooming) when they were already dense at baseline (or always, without baseline),
-//!    plus voxels saturated in both scans. Cement touching the needle beyond that cylinder is kept.
+//! 4. `core` = voxels within `needle_radius_mm` of the accepted segments, plus voxels saturated in both
+//!    scans; `band` = the further `metal_margin_mm` of blooming plus half the voxel's extent toward the axis
+//!    (steel saturates a voxel it only grazes), where a 1-2 voxel misregistration of a
+//!    3000 HU edge fakes a large rise. Band voxels never seed cement but cement may grow into them (cement
+//!    around the needle tip), so cement touching the needle is kept.
 
 use super::grid::Grid;
 use super::morph;
@@ -25,11 +27,16 @@ pub(crate) struct Segment {
 }
 
 impl Segment {
-    fn distance(&self, p: Lps) -> f64 {
+    /// Vector from the nearest point of the segment to `p`.
+    fn offset(&self, p: Lps) -> Vec3 {
         let ab = self.b - self.a;
         let l2 = ab.dot(ab);
         let t = if l2 > 0.0 { ((p - self.a).dot(ab) / l2).clamp(0.0, 1.0) } else { 0.0 };
-        (p - (self.a + ab * t)).norm()
+        p - (self.a + ab * t)
+    }
+
+    fn distance(&self, p: Lps) -> f64 {
+        self.offset(p).norm()
     }
 }
 
@@ -41,13 +48,12 @@ pub(crate) struct MetalSettings {
     pub min_line_length_mm: f64,
 }
 
-/// Density at baseline above which a voxel near the needle counts as blooming rather than new cement.
-const BLOOM_BASELINE_HU: f32 = 1000.0;
 /// Width of the ring outside the line used to tell thin lines from masses, mm.
 const RING_MM: f64 = 3.0;
 
 pub(crate) struct Metal {
-    pub mask: Vec<bool>,
+    pub core: Vec<bool>,
+    pub band: Vec<bool>,
     pub segments: Vec<Segment>,
 }
 
@@ -61,33 +67,44 @@ pub(crate) fn detect_metal(img: &[f32], base: Option<&[f32]>, grid: &Grid, s: &M
         let pts: Vec<Lps> = comp.iter().map(|&i| grid.lps(i)).collect();
         segments.extend(fit_lines(&pts, base, grid, s));
     }
-    let mut mask = vec![false; grid.len()];
+    let mut core = vec![false; grid.len()];
+    let mut band = vec![false; grid.len()];
     if let Some(b) = base {
-        for i in 0..mask.len() {
-            mask[i] = sat[i] && b[i] >= s.metal_hu;
+        for i in 0..core.len() {
+            core[i] = sat[i] && b[i] >= s.metal_hu;
         }
     }
     let r_core = s.needle_radius_mm;
     let r_all = s.needle_radius_mm + s.margin_mm;
+    let sp = grid.geometry.spacing.zyx();
+    let edges = [0, 1, 2].map(|a| grid.geometry.axes[a] * sp[a]);
+    let max_half = sp.iter().copied().fold(0.0, f64::max) / 2.0;
     for seg in &segments {
-        let (lo, hi) = segment_box(seg, r_all, grid);
+        let (lo, hi) = segment_box(seg, r_all + max_half, grid);
         for z in lo[0]..=hi[0] {
             for y in lo[1]..=hi[1] {
                 for x in lo[2]..=hi[2] {
                     let i = grid.idx([z, y, x]);
-                    let d = seg.distance(grid.geometry.voxel_to_lps([z, y, x]));
-                    let bloom = match base.map(|b| b[i]) {
-                        None => true,
-                        Some(v) => v.is_nan() || v >= BLOOM_BASELINE_HU,
-                    };
-                    if d <= r_core || (d <= r_all && bloom) {
-                        mask[i] = true;
+                    let off = seg.offset(grid.geometry.voxel_to_lps([z, y, x]));
+                    let d = off.norm();
+                    // A voxel is touched by the metal when the metal reaches into its extent toward the
+                    // axis: half its size along that direction (1.25 mm across 2.5 mm slices).
+                    let half = off
+                        .normalized()
+                        .map_or(0.0, |u| edges.iter().map(|e| u.dot(*e).abs()).sum::<f64>() / 2.0);
+                    if d <= r_core {
+                        core[i] = true;
+                    } else if d <= r_all + half {
+                        band[i] = true;
                     }
                 }
             }
         }
     }
-    Metal { mask, segments }
+    for i in 0..band.len() {
+        band[i] &= !core[i];
+    }
+    Metal { core, band, segments }
 }
 
 /// Crop-index box around a segment grown by `r` mm.

@@ -304,14 +304,18 @@ pub fn detect(inputs: &CementInputs, params: &CementParams) -> Result<CementFind
         no_baseline_grow_hu: params.no_baseline_grow_hu,
         min_voxels: params.min_cement_voxels,
     };
-    let cement = detect::cement_mask(&img, base_img, &metal.mask, &cortex, &g, &th);
+    let cement = detect::cement_mask(&img, base_img, &metal.core, &metal.band, &cortex, &g, &th);
     let density = components::cement_density(&img, &cement, &g, 2000.0);
-    let frac = components::fraction_map(&img, base_img, &cement, &metal.mask, &body, &g, density);
+    // Metal as reported: the core, and the blooming band where it did not turn out to be cement.
+    let metal_mask: Vec<bool> =
+        (0..g.len()).map(|i| metal.core[i] || (metal.band[i] && !cement[i])).collect();
+    let frac = components::fraction_map(&img, base_img, &cement, &metal_mask, &body, &g, density);
 
     let prev_frac = prev.as_ref().map(|(_, pimg)| {
-        let pc = detect::cement_mask(pimg, base_img, &metal.mask, &cortex, &g, &th);
+        let pc = detect::cement_mask(pimg, base_img, &metal.core, &metal.band, &cortex, &g, &th);
         let pd = components::cement_density(pimg, &pc, &g, density);
-        components::fraction_map(pimg, base_img, &pc, &metal.mask, &body, &g, pd)
+        let pm: Vec<bool> = (0..g.len()).map(|i| metal.core[i] || (metal.band[i] && !pc[i])).collect();
+        components::fraction_map(pimg, base_img, &pc, &pm, &body, &g, pd)
     });
 
     let region = morph::dilate(&body, g.shape, g.radius_voxels(params.body_tolerance_mm, 0));
@@ -344,7 +348,7 @@ pub fn detect(inputs: &CementInputs, params: &CementParams) -> Result<CementFind
     let mut out_metal = scan.same_grid(false);
     let mut out_intra = scan.same_grid(false);
     g.paste(&split.cement, &mut out_cement);
-    g.paste(&metal.mask, &mut out_metal);
+    g.paste(&metal_mask, &mut out_metal);
     g.paste(&split.intravertebral, &mut out_intra);
     tracing::debug!(
         registration_ms = t_reg.as_secs_f64() * 1e3,

@@ -4,7 +4,8 @@
 //! Method: robust Gauss-Newton on intensity differences at a few thousand bone-edge points of the current
 //! scan (strongest gradients among 150-1500 HU voxels near the body, away from metal and cement, which
 //! differ between scans by design), coarse-to-fine over Gaussian-smoothed copies (sigma 2 mm then 0.7 mm)
-//! so a 1-2 voxel misalignment is inside the capture range. Huber weights discount the residual cement and
+//! so a 1-2 voxel misalignment is inside the capture range; at least one voxel of smoothing along thick
+//! slices. A backtracking line search keeps each step downhill. Huber weights discount the residual cement and
 //! streak differences. Everything is in LPS millimetres, so the two scans may have different grids.
 
 use super::grid::{grow_box, Grid};
@@ -104,6 +105,14 @@ fn rotation_matrix(w: [f64; 3]) -> [[f64; 3]; 3] {
     r
 }
 
+const COARSE_SIGMA_MM: f64 = 2.0;
+const FINE_SIGMA_MM: f64 = 0.7;
+/// Smoothing is at least this many voxels along every axis: between thick slices a planar edge (an endplate)
+/// is otherwise interpolated with a bias that depends on where it falls between slices, which differs
+/// between the two scans (measured on synthetic vertebrae at 2.5 mm slices: 0.4 mm error at 0.5 voxel,
+/// under 0.1 mm at 1 voxel).
+const MIN_SIGMA_VOXELS: f64 = 1.0;
+
 /// Settings of [`register`] (taken from `CementParams`).
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct RegSettings {
@@ -125,8 +134,19 @@ pub(crate) fn register(
 ) -> Result<RigidTransform, String> {
     // The registration box: the body and its immediate bony surroundings.
     let m = grid.radius_voxels(s.margin_mm, 1);
-    let (lo, hi) = grow_box(body_box.0, body_box.1, m, grid.shape);
+    let (ilo, ihi) = grow_box(body_box.0, body_box.1, m, grid.shape);
+    // Smoothing needs real neighbours: pad by three coarse sigmas, and take points only inside the box.
+    let pad = grid
+        .geometry
+        .spacing
+        .zyx()
+        .map(|v| (3.0 * (COARSE_SIGMA_MM / v).max(MIN_SIGMA_VOXELS)).ceil() as usize + 1);
+    let (lo, hi) = grow_box(ilo, ihi, pad, grid.shape);
     let fg = Grid::from_box(&grid.geometry, lo, hi);
+    let inner = |i: usize| {
+        let c = fg.coords(i);
+        (0..3).all(|a| c[a] + lo[a] >= ilo[a] && c[a] + lo[a] <= ihi[a])
+    };
     let mut fdata = Vec::with_capacity(fg.len());
     for z in lo[0]..=hi[0] {
         for y in lo[1]..=hi[1] {
@@ -173,12 +193,13 @@ pub(crate) fn register(
     // Points: strongest edges of bone near the body, away from anything >= 1800 HU (metal, cement).
     let hyper: Vec<bool> = fdata.iter().map(|&v| v >= 1800.0).collect();
     let near_hyper = morph::dilate(&hyper, fg.shape, fg.radius_voxels(3.0, 1));
-    let fine_sigma = 0.7;
-    let fsm_fine = smooth(&fdata, fg.shape, fg.geometry.spacing.zyx().map(|v| fine_sigma / v));
+    let fine_sigma = FINE_SIGMA_MM;
+    let sig = |mm: f64, sp: [f64; 3]| sp.map(|v| (mm / v).max(MIN_SIGMA_VOXELS));
+    let fsm_fine = smooth(&fdata, fg.shape, sig(fine_sigma, fg.geometry.spacing.zyx()));
     let fs = Sampler::new(&fsm_fine, fg.shape, fg.geometry).ok_or("degenerate scan geometry")?;
     let mut cand: Vec<(f64, usize)> = (0..fg.len())
         .into_par_iter()
-        .filter(|&i| (150.0..=1500.0).contains(&fdata[i]) && !near_hyper[i])
+        .filter(|&i| (150.0..=1500.0).contains(&fdata[i]) && !near_hyper[i] && inner(i))
         .filter_map(|i| {
             let (_, g) = fs.value_grad(fg.lps(i))?;
             Some(((g[0] * g[0] + g[1] * g[1] + g[2] * g[2]).sqrt(), i))
@@ -191,7 +212,18 @@ pub(crate) fn register(
     cand.select_nth_unstable_by(n - 1, |a, b| b.0.total_cmp(&a.0));
     cand.truncate(n);
     let points: Vec<usize> = cand.iter().map(|c| c.1).collect();
-    let pts: Vec<Lps> = points.iter().map(|&i| fg.lps(i)).collect();
+    // Points sit at scattered sub-voxel positions, so both scans are interpolated at varied phases and the
+    // interpolation error of a few planar edges (endplates between thick slices) averages out instead of
+    // pulling the fit toward the current scan's slice grid.
+    let pts: Vec<Lps> = points
+        .iter()
+        .enumerate()
+        .map(|(k, &i)| {
+            let c = fg.coords(i);
+            let j = jitter(k as u64);
+            fg.geometry.index_to_lps([0, 1, 2].map(|a| c[a] as f64 + j[a]))
+        })
+        .collect();
     let centre = {
         let mut c = [0.0; 3];
         for p in &pts {
@@ -205,26 +237,42 @@ pub(crate) fn register(
     let mut t = RigidTransform::identity();
     let mut identity_cost = None;
     let mut final_cost = f64::INFINITY;
-    for (level, sigma) in [2.0, fine_sigma].into_iter().enumerate() {
+    for (level, sigma) in [COARSE_SIGMA_MM, fine_sigma].into_iter().enumerate() {
         let fsm = if level == 1 {
             fsm_fine.clone()
         } else {
-            smooth(&fdata, fg.shape, fg.geometry.spacing.zyx().map(|v| sigma / v))
+            smooth(&fdata, fg.shape, sig(sigma, fg.geometry.spacing.zyx()))
         };
-        let msm = smooth(&mdata, mg.shape, mg.geometry.spacing.zyx().map(|v| sigma / v));
+        let msm = smooth(&mdata, mg.shape, sig(sigma, mg.geometry.spacing.zyx()));
         let ms =
             Sampler::new(&msm, mg.shape, mg.geometry).ok_or("degenerate geometry of the earlier scan")?;
-        let fvals: Vec<f64> = points.iter().map(|&i| fsm[i] as f64).collect();
+        let fsamp = Sampler::new(&fsm, fg.shape, fg.geometry).ok_or("degenerate scan geometry")?;
+        let fvals: Vec<f64> = pts.iter().map(|p| fsamp.value(*p).map_or(f64::NAN, |v| v as f64)).collect();
         if level == 1 {
             identity_cost = Some(median_abs_residual(&pts, &fvals, &ms, &RigidTransform::identity()));
         }
+        // Huber threshold fixed for the level, so each step is judged on one objective.
+        let huber = 1.5 * 1.4826 * median_abs_residual(&pts, &fvals, &ms, &t) + 1e-3;
+        let mut cost = robust_cost(&pts, &fvals, &ms, &t, huber);
         for _ in 0..40 {
-            let step = gauss_newton_step(&pts, &fvals, &ms, &t, centre)?;
-            let (dw, dt) = (step[0..3].try_into().unwrap_or([0.0; 3]), Vec3([step[3], step[4], step[5]]));
-            let delta = RigidTransform::about(t.apply(centre), dw, dt);
-            t = delta.after(&t);
-            let wn = (dw[0] * dw[0] + dw[1] * dw[1] + dw[2] * dw[2]).sqrt();
-            if dt.norm() < 1e-3 && wn < 2e-5 {
+            let step = gauss_newton_step(&pts, &fvals, &ms, &t, centre, huber)?;
+            // Backtracking: take the largest fraction of the step that lowers the cost.
+            let mut accepted = None;
+            for alpha in [1.0, 0.5, 0.25, 0.125] {
+                let dw = [step[0] * alpha, step[1] * alpha, step[2] * alpha];
+                let dt = Vec3([step[3] * alpha, step[4] * alpha, step[5] * alpha]);
+                let cand = RigidTransform::about(t.apply(centre), dw, dt).after(&t);
+                let c = robust_cost(&pts, &fvals, &ms, &cand, huber);
+                if c < cost {
+                    accepted =
+                        Some((cand, c, dt.norm(), (dw[0] * dw[0] + dw[1] * dw[1] + dw[2] * dw[2]).sqrt()));
+                    break;
+                }
+            }
+            let Some((cand, c, dt, dw)) = accepted else { break };
+            t = cand;
+            cost = c;
+            if dt < 1e-3 && dw < 2e-5 {
                 break;
             }
         }
@@ -254,6 +302,17 @@ pub(crate) fn register(
     Ok(t)
 }
 
+/// Deterministic offsets in [-0.5, 0.5) voxel (a 64-bit mix of the point number).
+fn jitter(k: u64) -> [f64; 3] {
+    let mut x = k.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0xD1B5_4A32_D192_ED03;
+    [0, 1, 2].map(|_| {
+        x ^= x >> 33;
+        x = x.wrapping_mul(0xFF51_AFD7_ED55_8CCD);
+        x ^= x >> 29;
+        (x >> 11) as f64 / (1u64 << 53) as f64 - 0.5
+    })
+}
+
 fn median_abs_residual(pts: &[Lps], fvals: &[f64], ms: &Sampler, t: &RigidTransform) -> f64 {
     let mut r: Vec<f64> = pts
         .par_iter()
@@ -268,6 +327,26 @@ fn median_abs_residual(pts: &[Lps], fvals: &[f64], ms: &Sampler, t: &RigidTransf
     r[k]
 }
 
+/// Mean Huber loss; points that leave the earlier scan cost as much as a gross outlier.
+fn robust_cost(pts: &[Lps], fvals: &[f64], ms: &Sampler, t: &RigidTransform, huber: f64) -> f64 {
+    let total: f64 = pts
+        .par_iter()
+        .zip(fvals.par_iter())
+        .map(|(p, f)| match ms.value(t.apply(*p)) {
+            Some(m) => {
+                let r = (m as f64 - f).abs();
+                if r <= huber {
+                    0.5 * r * r
+                } else {
+                    huber * (r - 0.5 * huber)
+                }
+            }
+            None => 4.0 * huber * huber,
+        })
+        .sum();
+    total / pts.len().max(1) as f64
+}
+
 /// One robust Gauss-Newton step `[rotation vector (rad); shift (mm)]` for the update applied on the moving
 /// side about the moved centre.
 fn gauss_newton_step(
@@ -276,6 +355,7 @@ fn gauss_newton_step(
     ms: &Sampler,
     t: &RigidTransform,
     centre: Lps,
+    huber: f64,
 ) -> Result<[f64; 6], String> {
     let cm = t.apply(centre);
     let terms: Vec<(f64, [f64; 6])> = pts
@@ -293,11 +373,6 @@ fn gauss_newton_step(
     if terms.len() < pts.len() / 5 || terms.len() < 50 {
         return Err("the earlier scan does not overlap the vertebra".into());
     }
-    let mut abs: Vec<f64> = terms.iter().map(|t| t.0.abs()).collect();
-    let k = abs.len() / 2;
-    abs.select_nth_unstable_by(k, |a, b| a.total_cmp(b));
-    let scale = 1.4826 * abs[k] + 1e-3;
-    let huber = 1.5 * scale;
     let mut h = [[0.0f64; 6]; 6];
     let mut b = [0.0f64; 6];
     for (r, j) in &terms {
@@ -356,6 +431,50 @@ mod tests {
         assert!((t.rotation_deg() - deg).abs() < 1e-6);
         // The centre of rotation only moves by the shift.
         assert!((t.displacement_at(Lps([10.0, 20.0, 30.0])) - Vec3([1.0, -0.5, 0.3]).norm()).abs() < 1e-9);
+    }
+
+    /// Smooth asymmetric "bone" made of Gaussian blobs: registration of a known motion must be exact up to
+    /// interpolation, which isolates the optimiser from rendering effects.
+    #[test]
+    fn recovers_motion_of_smooth_volume() {
+        use crate::volume::{Geometry, Spacing, Volume};
+        let blobs: [([f64; 3], f64); 6] = [
+            ([5.0, 3.0, -4.0], 5.0),
+            ([-8.0, 6.0, 2.0], 4.0),
+            ([2.0, -9.0, 6.0], 3.5),
+            ([-4.0, -3.0, -8.0], 4.5),
+            ([10.0, -5.0, 9.0], 3.0),
+            ([-2.0, 12.0, -1.0], 4.0),
+        ];
+        let f = |p: Lps| -> f32 {
+            blobs
+                .iter()
+                .map(|(c, s)| {
+                    let d2 = (p.0[0] - c[0]).powi(2) + (p.0[1] - c[1]).powi(2) + (p.0[2] - c[2]).powi(2);
+                    1400.0 * (-0.5 * d2 / (s * s)).exp()
+                })
+                .sum::<f64>() as f32
+        };
+        let n = 48;
+        let g =
+            Geometry::axial_hfs(Lps([-24.0, -24.0, -24.0]), Spacing { slice: 1.0, row: 1.0, column: 1.0 });
+        let truth = RigidTransform::about(Lps([0.0; 3]), [0.008, -0.012, 0.01], Vec3([0.6, -0.5, 0.62]));
+        let fixed = Volume::new(
+            ndarray::Array3::from_shape_fn((n, n, n), |(z, y, x)| f(g.voxel_to_lps([z, y, x]))),
+            g,
+        );
+        let inv = truth.inverse();
+        let moving = Volume::new(
+            ndarray::Array3::from_shape_fn((n, n, n), |(z, y, x)| f(inv.apply(g.voxel_to_lps([z, y, x])))),
+            g,
+        );
+        let grid = Grid { shape: [n, n, n], lo: [0; 3], geometry: g };
+        let data: Vec<f32> = fixed.data.iter().copied().collect();
+        let s = RegSettings { points: 6000, max_translation_mm: 10.0, max_rotation_deg: 8.0, margin_mm: 0.0 };
+        let t = register(&data, &grid, ([14; 3], [34; 3]), &moving, &s).expect("registers");
+        let err = truth.inverse().after(&t);
+
+        assert!(err.displacement_at(Lps([0.0; 3])) < 0.05 && err.rotation_deg() < 0.05);
     }
 
     #[test]
