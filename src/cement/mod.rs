@@ -220,6 +220,7 @@ pub fn detect(inputs: &CementInputs, params: &CementParams) -> Result<CementFind
         warnings.push("the body mask's geometry differs from the scan's; it was used voxel for voxel".into());
     }
     let (blo, bhi) = grid::bounding_box(inputs.body).ok_or(CementError::EmptyBody)?;
+    tracing::debug!(ms = t0.elapsed().as_secs_f64() * 1e3, "body box");
     let parent = Grid { shape, lo: [0; 3], geometry: scan.geometry };
     let (lo, hi) = grid::grow_box(blo, bhi, parent.radius_voxels(params.roi_margin_mm, 1), shape);
     let g = Grid::from_box(&scan.geometry, lo, hi);
@@ -234,9 +235,17 @@ pub fn detect(inputs: &CementInputs, params: &CementParams) -> Result<CementFind
         max_rotation_deg: params.max_motion_deg,
         margin_mm: 10.0,
     };
-    let mut bring = |vol: Option<&CtVolume>, what: &str| -> Option<(RigidTransform, Vec<f32>)> {
+    // The two registrations are independent: run them side by side.
+    let register_one = |vol: Option<&CtVolume>| vol.map(|v| register::register(&img, &g, body_box, v, &reg));
+    let (reg_base, reg_prev) =
+        rayon::join(|| register_one(inputs.baseline), || register_one(inputs.previous));
+    tracing::debug!(ms = t0.elapsed().as_secs_f64() * 1e3, "registrations");
+    let mut bring = |vol: Option<&CtVolume>,
+                     registered: Option<Result<RigidTransform, String>>,
+                     what: &str|
+     -> Option<(RigidTransform, Vec<f32>)> {
         let vol = vol?;
-        let t = match register::register(&img, &g, body_box, vol, &reg) {
+        let t = match registered? {
             Ok(t) => t,
             Err(why) => {
                 warnings
@@ -266,8 +275,8 @@ pub fn detect(inputs: &CementInputs, params: &CementParams) -> Result<CementFind
         }
         Some((t, res))
     };
-    let base = bring(inputs.baseline, "baseline");
-    let prev = bring(inputs.previous, "previous");
+    let base = bring(inputs.baseline, reg_base, "baseline");
+    let prev = bring(inputs.previous, reg_prev, "previous");
     let t_reg = t0.elapsed();
     if base.is_none() {
         warnings.push(
@@ -278,6 +287,7 @@ pub fn detect(inputs: &CementInputs, params: &CementParams) -> Result<CementFind
     }
     let base_img = base.as_ref().map(|b| b.1.as_slice());
 
+    tracing::debug!(ms = t0.elapsed().as_secs_f64() * 1e3, roi = ?g.shape, "registered and resampled");
     let metal = metal::detect_metal(
         &img,
         base_img,
@@ -289,7 +299,7 @@ pub fn detect(inputs: &CementInputs, params: &CementParams) -> Result<CementFind
             min_line_length_mm: params.min_line_length_mm,
         },
     );
-    tracing::debug!(segments = metal.segments.len(), "metal lines");
+    tracing::debug!(segments = metal.segments.len(), ms = t0.elapsed().as_secs_f64() * 1e3, "metal lines");
 
     let cortex = {
         let inner = morph::erode(&body, g.shape, g.radius_voxels(params.cortex_shell_mm, 1));
@@ -305,6 +315,7 @@ pub fn detect(inputs: &CementInputs, params: &CementParams) -> Result<CementFind
         min_voxels: params.min_cement_voxels,
     };
     let cement = detect::cement_mask(&img, base_img, &metal.core, &metal.band, &cortex, &g, &th);
+    tracing::debug!(ms = t0.elapsed().as_secs_f64() * 1e3, "cement mask");
     let density = components::cement_density(&img, &cement, &g, 2000.0);
     // Metal as reported: the core, and the blooming band where it did not turn out to be cement.
     let metal_mask: Vec<bool> =
@@ -318,6 +329,7 @@ pub fn detect(inputs: &CementInputs, params: &CementParams) -> Result<CementFind
         components::fraction_map(pimg, base_img, &pc, &pm, &body, &g, pd)
     });
 
+    tracing::debug!(ms = t0.elapsed().as_secs_f64() * 1e3, "fractions");
     let region = morph::dilate(&body, g.shape, g.radius_voxels(params.body_tolerance_mm, 0));
     let split = components::split(
         &img,
@@ -344,6 +356,7 @@ pub fn detect(inputs: &CementInputs, params: &CementParams) -> Result<CementFind
         d.max(0.0)
     });
 
+    tracing::debug!(ms = t0.elapsed().as_secs_f64() * 1e3, "split");
     let mut out_cement = scan.same_grid(false);
     let mut out_metal = scan.same_grid(false);
     let mut out_intra = scan.same_grid(false);

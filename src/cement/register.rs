@@ -106,6 +106,7 @@ fn rotation_matrix(w: [f64; 3]) -> [[f64; 3]; 3] {
 }
 
 const COARSE_SIGMA_MM: f64 = 2.0;
+const MOVING_PAD_MM: f64 = 5.0;
 const FINE_SIGMA_MM: f64 = 0.7;
 /// Smoothing is at least this many voxels along every axis: between thick slices a planar edge (an endplate)
 /// is otherwise interpolated with a bias that depends on where it falls between slices, which differs
@@ -174,7 +175,8 @@ pub(crate) fn register(
         return Err("the earlier scan has a degenerate geometry".into());
     }
     let sp = moving.geometry.spacing.zyx();
-    let pad = [0, 1, 2].map(|a| (s.max_translation_mm / sp[a]).ceil() + 2.0);
+    // Room for the motion actually expected between injections; larger motion fails on the cost instead.
+    let pad = [0, 1, 2].map(|a| (s.max_translation_mm.min(MOVING_PAD_MM) / sp[a]).ceil() + 2.0);
     let mut blo = [0usize; 3];
     let mut bhi = [0usize; 3];
     for a in 0..3 {
@@ -235,6 +237,7 @@ pub(crate) fn register(
     };
 
     let mut t = RigidTransform::identity();
+    let mut iterations = [0usize; 2];
     let mut identity_cost = None;
     let mut final_cost = f64::INFINITY;
     for (level, sigma) in [COARSE_SIGMA_MM, fine_sigma].into_iter().enumerate() {
@@ -254,7 +257,9 @@ pub(crate) fn register(
         // Huber threshold fixed for the level, so each step is judged on one objective.
         let huber = 1.5 * 1.4826 * median_abs_residual(&pts, &fvals, &ms, &t) + 1e-3;
         let mut cost = robust_cost(&pts, &fvals, &ms, &t, huber);
-        for _ in 0..40 {
+        let (max_iter, tol_mm) = if level == 0 { (25, 5e-3) } else { (40, 1e-3) };
+        for it in 0..max_iter {
+            iterations[level] = it + 1;
             let step = gauss_newton_step(&pts, &fvals, &ms, &t, centre, huber)?;
             // Backtracking: take the largest fraction of the step that lowers the cost.
             let mut accepted = None;
@@ -272,7 +277,7 @@ pub(crate) fn register(
             let Some((cand, c, dt, dw)) = accepted else { break };
             t = cand;
             cost = c;
-            if dt < 1e-3 && dw < 2e-5 {
+            if dt < tol_mm && dw < tol_mm / 50.0 {
                 break;
             }
         }
@@ -298,7 +303,7 @@ pub(crate) fn register(
             ));
         }
     }
-    tracing::debug!(shift_mm = shift, angle_deg = angle, points = pts.len(), "registered");
+    tracing::debug!(shift_mm = shift, angle_deg = angle, points = pts.len(), ?iterations, "registered");
     Ok(t)
 }
 
