@@ -13,5 +13,6 @@ pub mod cli;
 pub mod leaks;
 pub mod load;
 pub mod onnx;
+pub mod phantom;
 pub mod volume;
 pub mod write;

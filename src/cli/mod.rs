@@ -26,7 +26,8 @@ pub fn exit_code(err: &anyhow::Error) -> u8 {
 
 /// Logs go to stderr (stdout is for machine output); `RUST_LOG` overrides the default `warn`.
 pub fn init_logging() {
+    // Decoder crates log their own failures as ERROR; the loader reports them once, as a LoadError.
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,jpeg2k=off,openjp2=off"));
     let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
 }

@@ -314,6 +314,44 @@ mod tests {
     }
 
     #[test]
+    fn nifti_las_affine_matches_dicom_hfs_with_rows_reversed() {
+        // TotalSegmentator-style LAS label map of a 512 x 512 HFS series: i = column toward the patient's left,
+        // j = 511 - row (toward anterior), k = slice toward the head; RAS origin at (column 0, row 511).
+        let m = [
+            [-0.9765625, 0.0, 0.0, 249.51171875],
+            [0.0, 0.9765625, 0.0, -61.51171875],
+            [0.0, 0.0, 2.0, -804.5],
+            [0.0, 0.0, 0.0, 1.0],
+        ];
+        let g = Geometry::from_nifti_ras_affine(&m).expect("valid affine");
+        let dicom = Geometry::axial_hfs(
+            Lps([-249.51171875, -437.51171875, -804.5]),
+            Spacing { slice: 2.0, row: 0.9765625, column: 0.9765625 },
+        );
+        for (k, row, col) in [(0usize, 0usize, 0usize), (3, 100, 400), (19, 511, 511)] {
+            let nifti = g.voxel_to_lps([k, 511 - row, col]);
+            assert!(nifti.distance(dicom.voxel_to_lps([k, row, col])) < 1e-9, "{k} {row} {col}");
+        }
+        assert_eq!(g.axis_toward(Direction::Anterior), AxisToward { axis: 1, sign: 1 });
+        assert_eq!(g.axis_toward(Direction::Left), AxisToward { axis: 2, sign: 1 });
+        // And back: the affine of the geometry is the one we started from.
+        let back = g.nifti_ras_affine();
+        for r in 0..4 {
+            for c in 0..4 {
+                assert!((back[r][c] - m[r][c]).abs() < 1e-12);
+            }
+        }
+    }
+
+    #[test]
+    fn degenerate_nifti_affine_is_refused() {
+        let mut m = [[1.0, 0.0, 0.0, 0.0], [0.0, 1.0, 0.0, 0.0], [0.0, 0.0, 1.0, 0.0], [0.0, 0.0, 0.0, 1.0]];
+        m[0][2] = 0.0;
+        m[2][2] = 0.0;
+        assert!(Geometry::from_nifti_ras_affine(&m).is_none());
+    }
+
+    #[test]
     fn nifti_affine_round_trip() {
         let g = prone();
         let back = Geometry::from_nifti_ras_affine(&g.nifti_ras_affine()).expect("valid affine");
