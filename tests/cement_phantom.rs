@@ -74,7 +74,9 @@ fn phantom_sequences_volume_error_and_leak_sensitivity() {
             let mut hits = 0;
             for l in &t.leaks {
                 truth_leaks += 1;
-                let found = f.leaks.iter().any(|d| d.centroid.distance(l.centroid_lps_mm) < 10.0 && d.voxels.iter().any(|v| near(*v)));
+                let found = f.leaks.iter().any(|d| {
+                    d.centroid.distance(l.centroid_lps_mm) < 10.0 && d.voxels.iter().any(|v| near(*v))
+                });
                 if found {
                     hits += 1;
                     found_leaks += 1;
