@@ -9,6 +9,7 @@
 
 pub mod alert;
 pub mod anatomy;
+pub mod cement;
 pub mod cli;
 pub mod leaks;
 pub mod load;

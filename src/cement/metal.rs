@@ -1,0 +1,294 @@
+//! Metal: the bone needle and thermocouple wires. Steel saturates the scanner (3071 HU on 12-bit scanners)
+//! even at partial volume, and these objects are thin and straight; cement may also saturate but forms
+//! masses. So metal is found as *thin straight lines* of saturated voxels:
+//!
+//! 1. 26-connected components of voxels >= `metal_hu`;
+//! 2. in each, RANSAC lines scored by voxels within the needle radius minus voxels in the ring just outside
+//!    it (a thin line scores high, a line through a cement mass scores low), refined by PCA;
+//! 3. a line is accepted where it is thin (ring mostly empty) over at least `min_line_length_mm`, and then
+//!    followed through saturated voxels into a mass (the needle tip inside cement) — with a baseline only as
+//!    far as the baseline was already saturated there, so new cement beyond the tip stays cement;
+//! 4. `core` = voxels within `needle_radius_mm` of the accepted segments, plus voxels saturated in both
+//!    scans; `band` = the further `metal_margin_mm` of blooming plus half the voxel's extent toward the axis
+//!    (steel saturates a voxel it only grazes), where a 1-2 voxel misregistration of a
+//!    3000 HU edge fakes a large rise. Band voxels never seed cement but cement may grow into them (cement
+//!    around the needle tip), so cement touching the needle is kept.
+
+use super::grid::Grid;
+use super::morph;
+use crate::volume::{Lps, Vec3};
+use rand::{Rng, SeedableRng};
+
+/// A straight metal segment (LPS end points).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Segment {
+    pub a: Lps,
+    pub b: Lps,
+}
+
+impl Segment {
+    /// Vector from the nearest point of the segment to `p`.
+    fn offset(&self, p: Lps) -> Vec3 {
+        let ab = self.b - self.a;
+        let l2 = ab.dot(ab);
+        let t = if l2 > 0.0 { ((p - self.a).dot(ab) / l2).clamp(0.0, 1.0) } else { 0.0 };
+        p - (self.a + ab * t)
+    }
+
+    fn distance(&self, p: Lps) -> f64 {
+        self.offset(p).norm()
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct MetalSettings {
+    pub metal_hu: f32,
+    pub needle_radius_mm: f64,
+    pub margin_mm: f64,
+    pub min_line_length_mm: f64,
+}
+
+/// Width of the ring outside the line used to tell thin lines from masses, mm.
+const RING_MM: f64 = 3.0;
+
+pub(crate) struct Metal {
+    pub core: Vec<bool>,
+    pub band: Vec<bool>,
+    pub segments: Vec<Segment>,
+}
+
+pub(crate) fn detect_metal(img: &[f32], base: Option<&[f32]>, grid: &Grid, s: &MetalSettings) -> Metal {
+    let sat: Vec<bool> = img.iter().map(|&v| v >= s.metal_hu).collect();
+    let mut segments = Vec::new();
+    for comp in morph::components26(&sat, grid.shape) {
+        if comp.len() < 4 {
+            continue;
+        }
+        let pts: Vec<Lps> = comp.iter().map(|&i| grid.lps(i)).collect();
+        segments.extend(fit_lines(&pts, base, grid, s));
+    }
+    let mut core = vec![false; grid.len()];
+    let mut band = vec![false; grid.len()];
+    if let Some(b) = base {
+        for i in 0..core.len() {
+            core[i] = sat[i] && b[i] >= s.metal_hu;
+        }
+    }
+    let r_core = s.needle_radius_mm;
+    let r_all = s.needle_radius_mm + s.margin_mm;
+    let sp = grid.geometry.spacing.zyx();
+    let edges = [0, 1, 2].map(|a| grid.geometry.axes[a] * sp[a]);
+    let max_half = sp.iter().copied().fold(0.0, f64::max) / 2.0;
+    for seg in &segments {
+        let (lo, hi) = segment_box(seg, r_all + max_half, grid);
+        for z in lo[0]..=hi[0] {
+            for y in lo[1]..=hi[1] {
+                for x in lo[2]..=hi[2] {
+                    let i = grid.idx([z, y, x]);
+                    let off = seg.offset(grid.geometry.voxel_to_lps([z, y, x]));
+                    let d = off.norm();
+                    // A voxel is touched by the metal when the metal reaches into its extent toward the
+                    // axis: half its size along that direction (1.25 mm across 2.5 mm slices).
+                    let half = off
+                        .normalized()
+                        .map_or(0.0, |u| edges.iter().map(|e| u.dot(*e).abs()).sum::<f64>() / 2.0);
+                    if d <= r_core {
+                        core[i] = true;
+                    } else if d <= r_all + half {
+                        band[i] = true;
+                    }
+                }
+            }
+        }
+    }
+    for i in 0..band.len() {
+        band[i] &= !core[i];
+    }
+    Metal { core, band, segments }
+}
+
+/// Crop-index box around a segment grown by `r` mm.
+fn segment_box(seg: &Segment, r: f64, grid: &Grid) -> ([usize; 3], [usize; 3]) {
+    let ua = grid.geometry.lps_to_index(seg.a);
+    let ub = grid.geometry.lps_to_index(seg.b);
+    let sp = grid.geometry.spacing.zyx();
+    let mut lo = [0usize; 3];
+    let mut hi = [0usize; 3];
+    for a in 0..3 {
+        let m = r / sp[a] + 1.0;
+        let l = (ua[a].min(ub[a]) - m).floor().max(0.0);
+        let h = (ua[a].max(ub[a]) + m).ceil().min((grid.shape[a] - 1) as f64).max(l);
+        lo[a] = l as usize;
+        hi[a] = h as usize;
+    }
+    (lo, hi)
+}
+
+struct Line {
+    c: Lps,
+    dir: Vec3,
+}
+
+impl Line {
+    fn radial(&self, p: Lps) -> (f64, f64) {
+        let d = p - self.c;
+        let t = d.dot(self.dir);
+        ((d - self.dir * t).norm(), t)
+    }
+}
+
+fn fit_lines(all: &[Lps], base: Option<&[f32]>, grid: &Grid, s: &MetalSettings) -> Vec<Segment> {
+    let r_in = s.needle_radius_mm + s.margin_mm;
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0x5eed_3e7a1);
+    let mut remaining: Vec<Lps> = all.to_vec();
+    let mut out = Vec::new();
+    for _ in 0..4 {
+        if remaining.len() < 4 {
+            break;
+        }
+        // Score on at most 3000 points so a large saturated cement mass stays cheap.
+        let stride = (all.len() / 3000).max(1);
+        let score = |line: &Line| -> i64 {
+            let mut sc = 0i64;
+            for p in all.iter().step_by(stride) {
+                let (r, _) = line.radial(*p);
+                if r <= r_in {
+                    sc += 1;
+                } else if r <= r_in + RING_MM {
+                    sc -= 1;
+                }
+            }
+            sc
+        };
+        let mut best: Option<(i64, Line)> = None;
+        for _ in 0..300 {
+            let i = rng.random_range(0..remaining.len());
+            let j = rng.random_range(0..remaining.len());
+            let Some(dir) = (remaining[j] - remaining[i]).normalized() else { continue };
+            if remaining[i].distance(remaining[j]) < 3.0 {
+                continue;
+            }
+            let line = Line { c: remaining[i], dir };
+            let sc = score(&line);
+            if best.as_ref().is_none_or(|b| sc > b.0) {
+                best = Some((sc, line));
+            }
+        }
+        let Some((_, line)) = best else { break };
+        let Some(line) = refine(&remaining, line, r_in) else { break };
+        let Some(seg) = thin_run(all, &line, r_in, base, grid, s) else { break };
+        out.push(seg);
+        remaining.retain(|p| seg.distance(*p) > r_in);
+    }
+    out
+}
+
+/// Least-squares line (PCA) through the points within `r_in` of `line`.
+fn refine(pts: &[Lps], line: Line, r_in: f64) -> Option<Line> {
+    let mut cur = line;
+    for _ in 0..3 {
+        let inl: Vec<Lps> = pts.iter().copied().filter(|p| cur.radial(*p).0 <= r_in).collect();
+        if inl.len() < 3 {
+            return None;
+        }
+        let n = inl.len() as f64;
+        let mut c = [0.0; 3];
+        for p in &inl {
+            for a in 0..3 {
+                c[a] += p.0[a] / n;
+            }
+        }
+        let mut cov = [[0.0; 3]; 3];
+        for p in &inl {
+            let d = [p.0[0] - c[0], p.0[1] - c[1], p.0[2] - c[2]];
+            for i in 0..3 {
+                for j in 0..3 {
+                    cov[i][j] += d[i] * d[j];
+                }
+            }
+        }
+        // Power iteration from the current direction: the principal axis.
+        let mut v = cur.dir;
+        for _ in 0..30 {
+            let w = Vec3(cov.map(|row| row[0] * v.0[0] + row[1] * v.0[1] + row[2] * v.0[2]));
+            v = w.normalized()?;
+        }
+        cur = Line { c: Lps(c), dir: v };
+    }
+    Some(cur)
+}
+
+/// The part of the line that is a thin saturated cylinder, followed on into masses where allowed.
+fn thin_run(
+    all: &[Lps],
+    line: &Line,
+    r_in: f64,
+    base: Option<&[f32]>,
+    grid: &Grid,
+    s: &MetalSettings,
+) -> Option<Segment> {
+    let sp = grid.geometry.spacing.zyx();
+    let w = sp.iter().copied().fold(1.0, f64::max);
+    let mut tmin = f64::INFINITY;
+    let mut tmax = f64::NEG_INFINITY;
+    for p in all {
+        let (r, t) = line.radial(*p);
+        if r <= r_in {
+            tmin = tmin.min(t);
+            tmax = tmax.max(t);
+        }
+    }
+    if tmax.partial_cmp(&tmin) != Some(std::cmp::Ordering::Greater) {
+        return None;
+    }
+    let nb = ((tmax - tmin) / w).floor() as usize + 1;
+    let mut cyl = vec![0u32; nb];
+    let mut ring = vec![0u32; nb];
+    for p in all {
+        let (r, t) = line.radial(*p);
+        if t < tmin || t > tmax {
+            continue;
+        }
+        let b = (((t - tmin) / w) as usize).min(nb - 1);
+        if r <= r_in {
+            cyl[b] += 1;
+        } else if r <= r_in + RING_MM {
+            ring[b] += 1;
+        }
+    }
+    let thin: Vec<bool> = (0..nb).map(|b| cyl[b] > 0 && ring[b] * 2 <= cyl[b]).collect();
+    // Longest run of thin bins.
+    let (mut best, mut start) = ((0usize, 0usize), 0usize);
+    for b in 0..=nb {
+        if b == nb || !thin[b] {
+            if b - start > best.1 - best.0 {
+                best = (start, b);
+            }
+            start = b + 1;
+        }
+    }
+    let (mut lo, mut hi) = best;
+    if ((hi - lo) as f64) * w < s.min_line_length_mm {
+        return None;
+    }
+    let was_metal = |b: usize| -> bool {
+        let Some(bv) = base else { return true };
+        let p = line.c + line.dir * (tmin + (b as f64 + 0.5) * w);
+        match grid.geometry.lps_to_voxel(p, grid.shape) {
+            Some(v) => {
+                let x = bv[grid.idx(v)];
+                x.is_nan() || x >= s.metal_hu * 0.5
+            }
+            None => false,
+        }
+    };
+    while lo > 0 && cyl[lo - 1] > 0 && was_metal(lo - 1) {
+        lo -= 1;
+    }
+    while hi < nb && cyl[hi] > 0 && was_metal(hi) {
+        hi += 1;
+    }
+    let t0 = tmin + lo as f64 * w;
+    let t1 = (tmin + hi as f64 * w).min(tmax);
+    Some(Segment { a: line.c + line.dir * t0, b: line.c + line.dir * t1 })
+}

@@ -1,0 +1,386 @@
+//! Stage 3: PMMA cement on the current scan — compared with the baseline (needle in place, no cement) and
+//! the previous injection's scan, needle and wires removed, split into intravertebral cement and leak
+//! components.
+//!
+//! ```text
+//! detect(&CementInputs { scan, baseline, previous, body }, &CementParams::default())
+//!     -> CementFindings { cement, metal, intravertebral, leaks: Vec<CementComponent>, volumes, registrations }
+//! ```
+//!
+//! Steps (each in its own module):
+//! 1. `grid`: crop a box around the body (`roi_margin_mm`); everything below works on it.
+//! 2. `register`: rigid registration of baseline and previous onto the scan (LPS mm, so the grids may differ);
+//!    a failure falls back to identity with a warning. `sample`: each earlier scan is resampled (trilinear)
+//!    at the registered position of every crop voxel.
+//! 3. `metal`: thin straight saturated lines (needle, thermocouple), removed with their blooming.
+//! 4. `detect`: hysteresis on density, gated by the rise over the baseline (or density + anatomy rules
+//!    without a baseline — less specific, and said so in `warnings`).
+//! 5. `components`: partial-volume volumes; cement inside the body (grown by `body_tolerance_mm`) is
+//!    intravertebral, the rest is grouped into 26-connected leak components; components under
+//!    `min_leak_ml` are dropped as noise; each leak gets its volume in the previous scan.
+//!
+//! Thresholds (defaults, in [`CementParams`]) and why:
+//! - with a baseline, a voxel *seeds* cement at >= 1000 HU with a rise >= 700 HU, and the mask *grows*
+//!   into neighbours >= 500 HU with a rise >= 350 HU. Cement with opacifier is 1500-3000+ HU; a 1-2 mm vein
+//!   at 2.5 mm slices reads ~1000-1300 HU after partial volume, so the seed level must stay near 1000. The
+//!   rise is what excludes cortex (700-1500), bone islands (1200-1300) and blastic lesions (<= ~800): they
+//!   were there at baseline. 350 HU of rise is ~20% of the cement-to-tissue contrast, below the half-level
+//!   edge, so the mask holds the partial-volume rim that the volume estimate weighs.
+//! - without a baseline: seed >= 1500 HU (above cortex and bone islands), grow >= 1000 HU, and the body's
+//!   outer `cortex_shell_mm` only where it is part of a thick mass. Small partial-volume leaks below
+//!   1500 HU are missed in this mode.
+//! - metal: at least 2800 HU (steel saturates 12-bit scanners at 3071 HU even at partial volume), straight
+//!   over at least 8 mm, removed within `needle_radius_mm` (13 G = 2.4 mm outer diameter) plus `metal_margin_mm` of
+//!   blooming. A thin straight leak that itself saturates would be taken for a wire: accepted, because the
+//!   thermocouple in the canal must never be reported as cement.
+//! - leaks under 0.01 mL (about 8 voxels of 0.7 x 0.7 x 2.5 mm) are noise; the smallest leaks that matter
+//!   clinically are 0.02-0.1 mL.
+
+// Index loops over the three LPS / array axes read better than iterator chains here.
+#![allow(clippy::needless_range_loop)]
+
+mod components;
+mod detect;
+mod grid;
+mod metal;
+mod morph;
+pub mod register;
+mod sample;
+
+pub use register::RigidTransform;
+
+use crate::volume::{CtVolume, Lps, Mask};
+use grid::Grid;
+use sample::Sampler;
+use std::time::Instant;
+
+/// What [`detect`] looks at. All volumes carry their own geometry; they may be on different grids.
+#[derive(Clone, Copy, Debug)]
+pub struct CementInputs<'a> {
+    /// The scan to analyse.
+    pub scan: &'a CtVolume,
+    /// Needle in place, no cement yet.
+    pub baseline: Option<&'a CtVolume>,
+    /// The scan after the previous injection.
+    pub previous: Option<&'a CtVolume>,
+    /// Vertebral body of the treated vertebra on the scan's grid (true inside, cortex included).
+    pub body: &'a Mask,
+}
+
+/// Tunable settings; see the module documentation for why the defaults are what they are.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CementParams {
+    /// Crop margin around the body's bounding box (covers canal, foramina, discs, paraspinal veins), mm.
+    pub roi_margin_mm: f64,
+    pub seed_hu: f32,
+    pub seed_rise_hu: f32,
+    pub grow_hu: f32,
+    pub grow_rise_hu: f32,
+    pub no_baseline_seed_hu: f32,
+    pub no_baseline_grow_hu: f32,
+    /// Thickness of the body's outer shell treated as cortex without a baseline, mm.
+    pub cortex_shell_mm: f64,
+    pub metal_hu: f32,
+    pub needle_radius_mm: f64,
+    pub metal_margin_mm: f64,
+    pub min_line_length_mm: f64,
+    /// Cement this close outside the body mask still counts as intravertebral (mask edge, cortex), mm.
+    pub body_tolerance_mm: f64,
+    pub min_leak_ml: f64,
+    /// Connected groups of fewer voxels are removed as noise before splitting.
+    pub min_cement_voxels: usize,
+    /// A leak's region is grown by this much to find its cement in the previous scan, mm.
+    pub previous_margin_mm: f64,
+    /// Registration: bone-edge points used, and the largest motion believed.
+    pub registration_points: usize,
+    pub max_motion_mm: f64,
+    pub max_motion_deg: f64,
+}
+
+impl Default for CementParams {
+    fn default() -> Self {
+        CementParams {
+            roi_margin_mm: 30.0,
+            seed_hu: 1000.0,
+            seed_rise_hu: 700.0,
+            grow_hu: 500.0,
+            grow_rise_hu: 350.0,
+            no_baseline_seed_hu: 1500.0,
+            no_baseline_grow_hu: 1000.0,
+            cortex_shell_mm: 2.0,
+            metal_hu: 2800.0,
+            needle_radius_mm: 1.2,
+            metal_margin_mm: 1.0,
+            min_line_length_mm: 8.0,
+            body_tolerance_mm: 1.0,
+            min_leak_ml: 0.01,
+            min_cement_voxels: 2,
+            previous_margin_mm: 1.0,
+            registration_points: 6000,
+            max_motion_mm: 10.0,
+            max_motion_deg: 8.0,
+        }
+    }
+}
+
+/// One leak: a 26-connected group of cement voxels outside the vertebral body.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CementComponent {
+    /// 1 = largest.
+    pub id: u32,
+    /// Scan indices `[slice, row, column]` of its voxels.
+    pub voxels: Vec<[usize; 3]>,
+    /// Partial-volume cement volume, mL.
+    pub volume_ml: f64,
+    /// Partial-volume weighted centre, LPS mm.
+    pub centroid: Lps,
+    pub max_hu: f32,
+    /// Adjacent to the vertebral body (grown by the tolerance): leaked through the wall rather than a
+    /// separate deposit seen in a vein.
+    pub touches_body: bool,
+    /// Volume of this component's region in the previous scan (registered), None without previous.
+    pub previous_ml: Option<f64>,
+}
+
+/// Everything stage 3 found on one scan.
+#[derive(Clone, Debug)]
+pub struct CementFindings {
+    /// All PMMA on the scan grid, metal excluded, noise components removed.
+    pub cement: Mask,
+    /// Needle and wires.
+    pub metal: Mask,
+    pub intravertebral: Mask,
+    /// Largest first.
+    pub leaks: Vec<CementComponent>,
+    pub intravertebral_ml: f64,
+    pub total_ml: f64,
+    /// Total cement now minus in the previous scan (>= 0), None without previous.
+    pub new_since_previous_ml: Option<f64>,
+    /// Scan LPS -> baseline LPS.
+    pub baseline_registration: Option<RigidTransform>,
+    /// Scan LPS -> previous LPS.
+    pub previous_registration: Option<RigidTransform>,
+    pub warnings: Vec<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CementError {
+    #[error("body mask is {mask:?} voxels but the scan is {scan:?}; the mask must be on the scan's grid")]
+    MaskShape { mask: [usize; 3], scan: [usize; 3] },
+    #[error("the vertebral body mask is empty; cannot look for cement without the treated vertebra")]
+    EmptyBody,
+    #[error("the scan has a degenerate geometry (zero spacing or parallel axes)")]
+    BadGeometry,
+    #[error("invalid cement parameter: {0}")]
+    BadParams(String),
+}
+
+fn check_params(p: &CementParams) -> Result<(), CementError> {
+    let finite = [
+        p.roi_margin_mm,
+        p.cortex_shell_mm,
+        p.needle_radius_mm,
+        p.metal_margin_mm,
+        p.min_line_length_mm,
+        p.body_tolerance_mm,
+        p.min_leak_ml,
+        p.previous_margin_mm,
+        p.max_motion_mm,
+        p.max_motion_deg,
+    ];
+    if finite.iter().any(|v| !v.is_finite() || *v < 0.0) {
+        return Err(CementError::BadParams("distances and volumes must be finite and >= 0".into()));
+    }
+    if p.grow_hu > p.seed_hu
+        || p.no_baseline_grow_hu > p.no_baseline_seed_hu
+        || p.grow_rise_hu > p.seed_rise_hu
+    {
+        return Err(CementError::BadParams("grow thresholds must not exceed seed thresholds".into()));
+    }
+    if p.metal_hu <= p.seed_hu {
+        return Err(CementError::BadParams("metal_hu must be above seed_hu".into()));
+    }
+    Ok(())
+}
+
+/// Find the cement of `inputs.scan`.
+pub fn detect(inputs: &CementInputs, params: &CementParams) -> Result<CementFindings, CementError> {
+    check_params(params)?;
+    let t0 = Instant::now();
+    let scan = inputs.scan;
+    let shape = scan.shape();
+    if inputs.body.shape() != shape {
+        return Err(CementError::MaskShape { mask: inputs.body.shape(), scan: shape });
+    }
+    if Sampler::new(&[0.0], [1, 1, 1], scan.geometry).is_none() {
+        return Err(CementError::BadGeometry);
+    }
+    let mut warnings = Vec::new();
+    if inputs.body.geometry.origin.distance(scan.geometry.origin) > 0.5 {
+        warnings.push("the body mask's geometry differs from the scan's; it was used voxel for voxel".into());
+    }
+    let (blo, bhi) = grid::bounding_box(inputs.body).ok_or(CementError::EmptyBody)?;
+    tracing::debug!(ms = t0.elapsed().as_secs_f64() * 1e3, "body box");
+    let parent = Grid { shape, lo: [0; 3], geometry: scan.geometry };
+    let (lo, hi) = grid::grow_box(blo, bhi, parent.radius_voxels(params.roi_margin_mm, 1), shape);
+    let g = Grid::from_box(&scan.geometry, lo, hi);
+    let img: Vec<f32> = g.crop(scan).into_iter().map(|v| if v.is_finite() { v } else { -1024.0 }).collect();
+    let body = g.crop(inputs.body);
+    let body_box = ([0, 1, 2].map(|a| blo[a] - lo[a]), [0, 1, 2].map(|a| bhi[a] - lo[a]));
+
+    // Registration and resampling of the earlier scans onto the crop.
+    let reg = register::RegSettings {
+        points: params.registration_points,
+        max_translation_mm: params.max_motion_mm,
+        max_rotation_deg: params.max_motion_deg,
+        margin_mm: 10.0,
+    };
+    // The two registrations are independent: run them side by side.
+    let register_one = |vol: Option<&CtVolume>| vol.map(|v| register::register(&img, &g, body_box, v, &reg));
+    let (reg_base, reg_prev) =
+        rayon::join(|| register_one(inputs.baseline), || register_one(inputs.previous));
+    tracing::debug!(ms = t0.elapsed().as_secs_f64() * 1e3, "registrations");
+    let mut bring = |vol: Option<&CtVolume>,
+                     registered: Option<Result<RigidTransform, String>>,
+                     what: &str|
+     -> Option<(RigidTransform, Vec<f32>)> {
+        let vol = vol?;
+        let t = match registered? {
+            Ok(t) => t,
+            Err(why) => {
+                warnings
+                    .push(format!("{what} registration failed ({why}); compared without motion correction"));
+                RigidTransform::identity()
+            }
+        };
+        let data: Vec<f32>;
+        let slice = match vol.data.as_slice() {
+            Some(s) => s,
+            None => {
+                data = vol.data.iter().copied().collect();
+                &data
+            }
+        };
+        let Some(sampler) = Sampler::new(slice, vol.shape(), vol.geometry) else {
+            warnings.push(format!("{what} scan has a degenerate geometry; ignored"));
+            return None;
+        };
+        let res = sample::resample(&sampler, &t, &g);
+        let outside = res.iter().filter(|v| v.is_nan()).count();
+        if outside * 20 > res.len() {
+            warnings.push(format!(
+                "{what} scan covers only {:.0}% of the region around the vertebra",
+                100.0 * (1.0 - outside as f64 / res.len() as f64)
+            ));
+        }
+        Some((t, res))
+    };
+    let base = bring(inputs.baseline, reg_base, "baseline");
+    let prev = bring(inputs.previous, reg_prev, "previous");
+    let t_reg = t0.elapsed();
+    if base.is_none() {
+        warnings.push(
+            "no baseline scan: cement found from density, shape and anatomy alone; dense bone touching the \
+             cement may be counted and leaks under 1500 HU may be missed"
+                .into(),
+        );
+    }
+    let base_img = base.as_ref().map(|b| b.1.as_slice());
+
+    tracing::debug!(ms = t0.elapsed().as_secs_f64() * 1e3, roi = ?g.shape, "registered and resampled");
+    let metal = metal::detect_metal(
+        &img,
+        base_img,
+        &g,
+        &metal::MetalSettings {
+            metal_hu: params.metal_hu,
+            needle_radius_mm: params.needle_radius_mm,
+            margin_mm: params.metal_margin_mm,
+            min_line_length_mm: params.min_line_length_mm,
+        },
+    );
+    tracing::debug!(segments = metal.segments.len(), ms = t0.elapsed().as_secs_f64() * 1e3, "metal lines");
+
+    let cortex = {
+        let inner = morph::erode(&body, g.shape, g.radius_voxels(params.cortex_shell_mm, 1));
+        (0..g.len()).map(|i| body[i] && !inner[i]).collect::<Vec<bool>>()
+    };
+    let th = detect::Thresholds {
+        seed_hu: params.seed_hu,
+        seed_rise_hu: params.seed_rise_hu,
+        grow_hu: params.grow_hu,
+        grow_rise_hu: params.grow_rise_hu,
+        no_baseline_seed_hu: params.no_baseline_seed_hu,
+        no_baseline_grow_hu: params.no_baseline_grow_hu,
+        min_voxels: params.min_cement_voxels,
+    };
+    let cement = detect::cement_mask(&img, base_img, &metal.core, &metal.band, &cortex, &g, &th);
+    tracing::debug!(ms = t0.elapsed().as_secs_f64() * 1e3, "cement mask");
+    let density = components::cement_density(&img, &cement, &g, 2000.0);
+    // Metal as reported: the core, and the blooming band where it did not turn out to be cement.
+    let metal_mask: Vec<bool> =
+        (0..g.len()).map(|i| metal.core[i] || (metal.band[i] && !cement[i])).collect();
+    let frac = components::fraction_map(&img, base_img, &cement, &metal_mask, &body, &g, density);
+
+    let prev_frac = prev.as_ref().map(|(_, pimg)| {
+        let pc = detect::cement_mask(pimg, base_img, &metal.core, &metal.band, &cortex, &g, &th);
+        let pd = components::cement_density(pimg, &pc, &g, density);
+        let pm: Vec<bool> = (0..g.len()).map(|i| metal.core[i] || (metal.band[i] && !pc[i])).collect();
+        components::fraction_map(pimg, base_img, &pc, &pm, &body, &g, pd)
+    });
+
+    tracing::debug!(ms = t0.elapsed().as_secs_f64() * 1e3, "fractions");
+    let region = morph::dilate(&body, g.shape, g.radius_voxels(params.body_tolerance_mm, 0));
+    let split = components::split(
+        &img,
+        &cement,
+        &frac,
+        &region,
+        &g,
+        &components::SplitSettings {
+            min_leak_ml: params.min_leak_ml,
+            previous_margin_mm: params.previous_margin_mm,
+        },
+        prev_frac.as_deref(),
+    );
+    let total_ml = split.intravertebral_ml + split.leaks.iter().map(|l| l.volume_ml).sum::<f64>();
+    let new_since_previous_ml = prev_frac.as_ref().map(|pf| {
+        let before = components::total_ml(pf, &g);
+        let d = total_ml - before;
+        if d < -0.2 {
+            warnings.push(format!(
+                "the previous scan shows more cement ({before:.2} mL) than this one ({total_ml:.2} mL); check that \
+                 the series are in order"
+            ));
+        }
+        d.max(0.0)
+    });
+
+    tracing::debug!(ms = t0.elapsed().as_secs_f64() * 1e3, "split");
+    let mut out_cement = scan.same_grid(false);
+    let mut out_metal = scan.same_grid(false);
+    let mut out_intra = scan.same_grid(false);
+    g.paste(&split.cement, &mut out_cement);
+    g.paste(&metal_mask, &mut out_metal);
+    g.paste(&split.intravertebral, &mut out_intra);
+    tracing::debug!(
+        registration_ms = t_reg.as_secs_f64() * 1e3,
+        total_ms = t0.elapsed().as_secs_f64() * 1e3,
+        density,
+        total_ml,
+        leaks = split.leaks.len(),
+        "cement detected"
+    );
+    Ok(CementFindings {
+        cement: out_cement,
+        metal: out_metal,
+        intravertebral: out_intra,
+        leaks: split.leaks,
+        intravertebral_ml: split.intravertebral_ml,
+        total_ml,
+        new_since_previous_ml,
+        baseline_registration: base.map(|b| b.0),
+        previous_registration: prev.map(|p| p.0),
+        warnings,
+    })
+}
