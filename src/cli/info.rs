@@ -4,6 +4,7 @@
 use crate::load::{load_scan, LoadOptions, Scan, SeriesInfo};
 use crate::volume::{Direction, Lps};
 use serde::Serialize;
+use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -85,29 +86,33 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         warnings: &scan.warnings,
     };
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
-        return Ok(());
+        return super::print_stdout(&format!("{}\n", serde_json::to_string_pretty(&report)?));
     }
     let s = &scan.info;
+    // Writing to a String cannot fail.
+    let mut text = String::new();
     let axis_name = |a: &AxisReport| {
         let name = ["slice", "row", "column"][a.axis.min(2)];
         format!("{}{name}", if a.sign > 0 { "+" } else { "-" })
     };
-    println!("{}", s.path);
-    println!(
+    let _ = writeln!(text, "{}", s.path);
+    let _ = writeln!(
+        text,
         "  series      {} (#{}, \"{}\")",
         if s.series_instance_uid.is_empty() { "(no SeriesInstanceUID)" } else { &s.series_instance_uid },
         s.series_number.map_or("-".into(), |n| n.to_string()),
         s.series_description.as_deref().unwrap_or("")
     );
-    println!(
+    let _ = writeln!(
+        text,
         "  modality    {}   position {}   level {}",
         s.modality,
         s.patient_position.as_deref().unwrap_or("unknown"),
         s.level.as_deref().unwrap_or("-")
     );
     let iop = report.image_orientation_patient;
-    println!(
+    let _ = writeln!(
+        text,
         "  orientation IOP [{}]; posterior {}, superior {}, left {}{}",
         iop.map(|v| format!("{v:.3}")).join(", "),
         axis_name(&report.toward_posterior),
@@ -117,15 +122,16 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     );
     let [z, y, x] = report.shape;
     let [sz, sy, sx] = report.spacing_mm;
-    println!(
+    let _ = writeln!(
+        text,
         "  shape       {z} x {y} x {x} (slices x rows x columns), spacing {sz:.3} x {sy:.3} x {sx:.3} mm"
     );
-    println!("  origin      {}", report.origin_lps);
-    println!("  HU          min {lo:.0}, max {hi:.0}, mean {:.1}", report.hu_mean);
-    println!("  encoding    {}", s.encoding);
-    println!("  loaded in   {:.2} s", load_seconds);
+    let _ = writeln!(text, "  origin      {}", report.origin_lps);
+    let _ = writeln!(text, "  HU          min {lo:.0}, max {hi:.0}, mean {:.1}", report.hu_mean);
+    let _ = writeln!(text, "  encoding    {}", s.encoding);
+    let _ = writeln!(text, "  loaded in   {:.2} s", load_seconds);
     for w in &scan.warnings {
-        println!("  warning     {w}");
+        let _ = writeln!(text, "  warning     {w}");
     }
-    Ok(())
+    super::print_stdout(&text)
 }
