@@ -78,6 +78,7 @@ fn percolate(
     rng: &mut ChaCha8Rng,
     allowed: &dyn Fn(usize) -> bool,
     cost: &dyn Fn(usize) -> f64,
+    jitter: f64,
 ) -> Vec<u32> {
     let mut seen = vec![false; g.spec.len()];
     let mut heap = BinaryHeap::new();
@@ -98,7 +99,7 @@ fn percolate(
         for n in neighbours(g, i) {
             if !seen[n] && allowed(n) {
                 seen[n] = true;
-                let c = cost(n) + rng.random_range(0.0..1.0);
+                let c = cost(n) + jitter * rng.random_range(0.0..1.0);
                 heap.push(Reverse((key(c), n)));
             }
         }
@@ -155,7 +156,13 @@ pub fn plan(
         c + 0.09 * d
     };
     let max_vox = (total_ml * 1.2 / fvv) as usize + 10;
-    let order = percolate(g, &seeds, max_vox, rng, &is_body, &cost);
+    // Cement fills trabecular bone as a compact, lobulated mass: a spatially correlated threshold field
+    // (lobes of a few mm) with little voxel-level jitter, not a porous percolation cluster.
+    let field_seed: u32 = rng.random();
+    let lobed = |i: usize| {
+        cost(i) + 0.9 * (0.5 + 0.5 * super::noise::fbm2(field_seed, g.spec.point(i), [2.5; 3]) as f64)
+    };
+    let order = percolate(g, &seeds, max_vox, rng, &is_body, &lobed, 0.12);
     let mut prefix_wall = Vec::with_capacity(order.len());
     let mut m = f64::MAX;
     for &i in &order {
@@ -420,7 +427,7 @@ fn leak_order(
             let seed = nearest_allowed(g, portal, &allowed);
             (
                 seed.map(|_| portal),
-                seed.map(|s| percolate(g, &[s], n, rng, &allowed, &cost)).unwrap_or_default(),
+                seed.map(|s| percolate(g, &[s], n, rng, &allowed, &cost, 1.0)).unwrap_or_default(),
             )
         }
         LeakSite::PosteriorVein => {
@@ -458,7 +465,7 @@ fn leak_order(
             let seed = nearest_allowed(g, portal, &allowed);
             (
                 seed.map(|_| portal),
-                seed.map(|s| percolate(g, &[s], n, rng, &allowed, &cost)).unwrap_or_default(),
+                seed.map(|s| percolate(g, &[s], n, rng, &allowed, &cost, 1.0)).unwrap_or_default(),
             )
         }
         LeakSite::Paraspinal => {
@@ -485,7 +492,7 @@ fn leak_order(
                 let seed = nearest_allowed(g, portal, &soft);
                 (
                     seed.map(|_| portal),
-                    seed.map(|s| percolate(g, &[s], n, rng, &soft, &cost)).unwrap_or_default(),
+                    seed.map(|s| percolate(g, &[s], n, rng, &soft, &cost, 1.0)).unwrap_or_default(),
                 )
             }
         }
