@@ -323,3 +323,30 @@ fn write_large_series() {
         Slice::axial("1.9.97", 1.25 * k as f64, 512).write(&dir.join(format!("s{k:03}.dcm")));
     }
 }
+
+/// An Icon Image Sequence holds a small PixelData of its own; the uncompressed fast path must take the
+/// top-level one.
+#[test]
+fn icon_image_sequence_does_not_replace_the_image() {
+    use dicom_core::value::C;
+    use dicom_core::{DataElement, PrimitiveValue, VR};
+    use dicom_dictionary_std::tags;
+    let dir = tempfile::tempdir().unwrap();
+    for k in 0..3 {
+        let s = Slice::axial("1.9.16", 2.0 * k as f64, N);
+        let mut o = s.dataset();
+        let icon = load_synth::item(vec![
+            DataElement::new(tags::ROWS, VR::US, PrimitiveValue::from(2_u16)),
+            DataElement::new(tags::COLUMNS, VR::US, PrimitiveValue::from(2_u16)),
+            DataElement::new(tags::PIXEL_DATA, VR::OW, PrimitiveValue::I16(C::from_vec(vec![9999; 4]))),
+        ]);
+        o.put(load_synth::seq(tags::ICON_IMAGE_SEQUENCE, vec![icon]));
+        load_synth::with_meta(o, load_synth::CT_IMAGE)
+            .write_to_file(dir.path().join(format!("i{k}")))
+            .unwrap();
+    }
+    let scan = load(dir.path()).unwrap();
+    for k in 0..3 {
+        assert_eq!(scan.volume.data[[k, 3, 4]], pattern(2.0 * k as f64, 3, 4) as f32 - 1024.0);
+    }
+}

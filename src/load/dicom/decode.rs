@@ -133,6 +133,44 @@ pub fn decode_into(
     write_frames(h, decoded.data(), width, bits_stored, targets)
 }
 
+/// Fast path for uncompressed little-endian files on disk: read the bytes, find the PixelData element with the
+/// length walk and convert its value in place, without building a DICOM object (the header was already
+/// read in the scan). Gives the targets back when the path does not apply (other encodings, undefined
+/// length...), for the general decoder.
+pub fn native_file_fast_path<'a>(
+    h: &FileHeader,
+    targets: Vec<Target<'a>>,
+) -> Result<Option<Vec<Target<'a>>>, LoadError> {
+    let explicit = match h.transfer_syntax.as_str() {
+        "1.2.840.10008.1.2.1" => true,
+        "1.2.840.10008.1.2" => false,
+        _ => return Ok(Some(targets)),
+    };
+    let bytes =
+        std::fs::read(&h.path).map_err(|e| LoadError::Io { path: h.path.clone(), reason: e.to_string() })?;
+    let at = match super::lengths::walk(&bytes, bytes.len(), true) {
+        super::lengths::Walk::Ok(Some(at)) => at,
+        super::lengths::Walk::Bad(reason) => return Err(LoadError::Corrupt { path: h.path.clone(), reason }),
+        _ => return Ok(Some(targets)),
+    };
+    let (len_at, header) = if explicit { (at + 8, 12) } else { (at + 4, 8) };
+    let Some(l) = bytes.get(len_at..len_at + 4) else { return Ok(Some(targets)) };
+    let len = u32::from_le_bytes([l[0], l[1], l[2], l[3]]);
+    if len == u32::MAX || (explicit && !matches!(bytes.get(at + 4..at + 6), Some(b"OW") | Some(b"OB"))) {
+        return Ok(Some(targets));
+    }
+    let Some(value) = bytes.get(at + header..at + header + len as usize) else {
+        return Err(LoadError::Corrupt {
+            path: h.path.clone(),
+            reason: "pixel data runs past the end of the file".into(),
+        });
+    };
+    let width = (h.bits_allocated / 8) as usize;
+    let bits_stored = (h.bits_stored as u32).clamp(1, 8 * width as u32);
+    write_frames(h, value, width, bits_stored, targets)?;
+    Ok(None)
+}
+
 /// The PixelData bytes of a file whose transfer syntax stores pixels natively.
 fn native_pixels<'a>(obj: &'a DefaultDicomObject, h: &FileHeader) -> Option<std::borrow::Cow<'a, [u8]>> {
     let ts = TransferSyntaxRegistry.get(&h.transfer_syntax)?;

@@ -92,18 +92,25 @@ pub fn walk_dataset(bytes: &[u8], explicit: bool) -> Walk {
 fn walk_body(w: &mut Walker<'_>, stop_at_pixel_data: bool) -> Walk {
     let total = w.total;
     let mut in_fragments = false;
+    // End offsets of the sequences and items we are inside (usize::MAX for undefined length): PixelData
+    // counts only at depth 0, since an Icon Image Sequence item holds a PixelData of its own.
+    let mut open: Vec<usize> = Vec::new();
     while w.pos < total {
         if w.pos >= w.b.len() {
             return Walk::NeedMore;
+        }
+        while open.last().is_some_and(|end| *end <= w.pos) {
+            open.pop();
         }
         let at = w.pos;
         match w.element() {
             Step::Stop(r) => return r,
             Step::Value { tag, len, is_sq } => {
-                if tag == Tag(0x7FE0, 0x0010) && stop_at_pixel_data && !in_fragments {
+                if tag == Tag(0x7FE0, 0x0010) && stop_at_pixel_data && !in_fragments && open.is_empty() {
                     return Walk::Ok(Some(at));
                 }
                 let item = tag.group() == 0xFFFE;
+                let delimiter = item && tag.element() != 0xE000;
                 // Sequences and items are entered, so the elements inside are checked too; fragment items
                 // and every other value are skipped.
                 if (is_sq || item) && !in_fragments {
@@ -112,6 +119,11 @@ fn walk_body(w: &mut Walker<'_>, stop_at_pixel_data: bool) -> Walk {
                             "{tag} claims {len} bytes, the file has {} left",
                             total - w.pos
                         ));
+                    }
+                    if delimiter {
+                        open.pop();
+                    } else {
+                        open.push(w.pos + len as usize);
                     }
                 } else if let Err(r) = w.skip(len) {
                     return r;
@@ -122,20 +134,21 @@ fn walk_body(w: &mut Walker<'_>, stop_at_pixel_data: bool) -> Walk {
             }
             Step::Undefined { tag, is_sq, un } => {
                 if tag == Tag(0x7FE0, 0x0010) {
-                    if stop_at_pixel_data {
+                    if stop_at_pixel_data && open.is_empty() {
                         return Walk::Ok(Some(at));
                     }
                     in_fragments = true;
-                } else if !(is_sq || tag.group() == 0xFFFE) {
-                    if un {
-                        // An undefined-length UN holds an implicit VR little endian sequence (PS3.5 6.2.2).
-                        // Approximation: the rest of the walk stays implicit; lengths are still bounded.
-                        w.explicit = false;
-                        w.little = true;
-                    } else {
-                        // dicom-rs reads any other undefined-length value as fragments.
-                        in_fragments = true;
-                    }
+                } else if is_sq || tag.group() == 0xFFFE {
+                    open.push(usize::MAX);
+                } else if un {
+                    // An undefined-length UN holds an implicit VR little endian sequence (PS3.5 6.2.2).
+                    // Approximation: the rest of the walk stays implicit; lengths are still bounded.
+                    w.explicit = false;
+                    w.little = true;
+                    open.push(usize::MAX);
+                } else {
+                    // dicom-rs reads any other undefined-length value as fragments.
+                    in_fragments = true;
                 }
             }
         }

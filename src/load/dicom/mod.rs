@@ -41,7 +41,7 @@ use std::path::{Path, PathBuf};
 pub fn load_dicom(path: &Path, opts: &LoadOptions) -> Result<Scan, LoadError> {
     let found = scan::scan(path)?;
     let (files, warnings) = scan::select(path, found, opts)?;
-    assemble(path, files, warnings, &|h: &FileHeader| open_full(&h.path))
+    assemble(path, files, warnings, &|h: &FileHeader| open_full(&h.path), true)
 }
 
 /// Load one DICOM file given as bytes (with or without the 128-byte preamble). Same checks and result as
@@ -60,7 +60,7 @@ pub fn load_dicom_bytes(bytes: &[u8]) -> Result<Scan, LoadError> {
         return Err(LoadError::NotCt { path: name, modality: h.modality });
     }
     drop(obj);
-    assemble(&name, vec![h], Vec::new(), &|_: &FileHeader| parse())
+    assemble(&name, vec![h], Vec::new(), &|_: &FileHeader| parse(), false)
 }
 
 fn open_full(path: &Path) -> Result<DefaultDicomObject, LoadError> {
@@ -148,6 +148,7 @@ fn assemble(
     files: Vec<FileHeader>,
     mut warnings: Vec<String>,
     open: &Opener,
+    on_disk: bool,
 ) -> Result<Scan, LoadError> {
     for h in &files {
         decode::check_decodable(h)?;
@@ -169,6 +170,17 @@ fn assemble(
     }
     let bar = progress(files.len());
     per_file.into_par_iter().enumerate().filter(|(_, t)| !t.is_empty()).try_for_each(|(fi, targets)| {
+        let targets = if on_disk {
+            match decode::native_file_fast_path(&files[fi], targets)? {
+                Some(t) => t,
+                None => {
+                    bar.inc(1);
+                    return Ok(());
+                }
+            }
+        } else {
+            targets
+        };
         let obj = open(&files[fi])?;
         decode::decode_into(&obj, &files[fi], targets)?;
         bar.inc(1);
