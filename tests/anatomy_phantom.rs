@@ -89,7 +89,8 @@ fn phantom_acceptance() {
 #[test]
 #[ignore = "debug aid"]
 fn phantom_overlay() {
-    use cementleak::anatomy::render::{overlay, View};
+    use cementleak::anatomy::render::overlay;
+    use cementleak::render::Plane;
     let Some(out) = std::env::var_os("ANATOMY_DEBUG_DIR") else { return };
     let out = std::path::PathBuf::from(out);
     let mut spec = PhantomSpec::from_seed(9101);
@@ -102,11 +103,12 @@ fn phantom_overlay() {
     let scan = case.scans.last().expect("scan");
     let a = segment(&scan.ct, TargetHint::Auto).expect("seg");
     let _ = std::fs::create_dir_all(&out);
-    let _ = overlay(&scan.ct, &a.labels, a.body_centroid, View::Axial).save(out.join("ph_axial.png"));
-    let _ = overlay(&scan.ct, &a.labels, a.body_centroid, View::Sagittal).save(out.join("ph_sag.png"));
-    let _ = overlay(&scan.ct, &scan.anatomy, a.body_centroid, View::Axial).save(out.join("ph_axial_ref.png"));
+    let _ = overlay(&scan.ct, &a.labels, a.body_centroid, Plane::Axial).save(out.join("ph_axial.png"));
+    let _ = overlay(&scan.ct, &a.labels, a.body_centroid, Plane::Sagittal).save(out.join("ph_sag.png"));
     let _ =
-        overlay(&scan.ct, &scan.anatomy, a.body_centroid, View::Sagittal).save(out.join("ph_sag_ref.png"));
+        overlay(&scan.ct, &scan.anatomy, a.body_centroid, Plane::Axial).save(out.join("ph_axial_ref.png"));
+    let _ =
+        overlay(&scan.ct, &scan.anatomy, a.body_centroid, Plane::Sagittal).save(out.join("ph_sag_ref.png"));
     println!(
         "wall {:?} defect {:.2} largest {:.1}",
         a.posterior_wall_intact, a.posterior_wall.defect_fraction, a.posterior_wall.largest_defect_mm2

@@ -82,12 +82,13 @@ fn trunk_levels(names: &[&str], check_volume: bool) {
             );
         }
         if let Some(out) = std::env::var_os("ANATOMY_DEBUG_DIR") {
-            use cementleak::anatomy::render::{overlay, View};
+            use cementleak::anatomy::render::overlay;
+            use cementleak::render::Plane;
             let out = std::path::PathBuf::from(out);
             let _ = std::fs::create_dir_all(&out);
-            let _ = overlay(&ct, &a.labels, a.body_centroid, View::Axial)
+            let _ = overlay(&ct, &a.labels, a.body_centroid, Plane::Axial)
                 .save(out.join(format!("trunk_{name}_axial.png")));
-            let _ = overlay(&ct, &a.labels, a.body_centroid, View::Sagittal)
+            let _ = overlay(&ct, &a.labels, a.body_centroid, Plane::Sagittal)
                 .save(out.join(format!("trunk_{name}_sag.png")));
             // Reference outline for comparison.
             let refl = cementleak::volume::Volume::new(
@@ -102,7 +103,7 @@ fn trunk_levels(names: &[&str], check_volume: bool) {
                 }),
                 ct.geometry,
             );
-            let _ = overlay(&ct, &refl, a.body_centroid, View::Sagittal)
+            let _ = overlay(&ct, &refl, a.body_centroid, Plane::Sagittal)
                 .save(out.join(format!("trunk_{name}_sag_ref.png")));
         }
         if d_body < 0.85 || (check_volume && vol_err.abs() > 0.15) || d_disc < 0.6 {
@@ -204,11 +205,12 @@ fn t12(check_body: bool) {
         a.timings.total_ms
     );
     if let Some(out) = std::env::var_os("ANATOMY_DEBUG_DIR") {
-        use cementleak::anatomy::render::{overlay, View};
+        use cementleak::anatomy::render::overlay;
+        use cementleak::render::Plane;
         let out = std::path::PathBuf::from(out);
         let _ = std::fs::create_dir_all(&out);
-        let _ = overlay(&ct, &a.labels, a.body_centroid, View::Axial).save(out.join("t12_axial.png"));
-        let _ = overlay(&ct, &a.labels, a.body_centroid, View::Sagittal).save(out.join("t12_sag.png"));
+        let _ = overlay(&ct, &a.labels, a.body_centroid, Plane::Axial).save(out.join("t12_axial.png"));
+        let _ = overlay(&ct, &a.labels, a.body_centroid, Plane::Sagittal).save(out.join("t12_sag.png"));
         let refl = cementleak::volume::Volume::new(
             seg.mapv(|v| match v {
                 32 => 1u8,
@@ -219,8 +221,8 @@ fn t12(check_body: bool) {
             }),
             ct.geometry,
         );
-        let _ = overlay(&ct, &refl, a.body_centroid, View::Axial).save(out.join("t12_axial_ref.png"));
-        let _ = overlay(&ct, &refl, a.body_centroid, View::Sagittal).save(out.join("t12_sag_ref.png"));
+        let _ = overlay(&ct, &refl, a.body_centroid, Plane::Axial).save(out.join("t12_axial_ref.png"));
+        let _ = overlay(&ct, &refl, a.body_centroid, Plane::Sagittal).save(out.join("t12_sag_ref.png"));
     }
     assert!(cord_frac >= 0.95, "cord in canal {cord_frac:.3}");
     if check_body {

@@ -4,10 +4,11 @@
 //! scan grid), `axial.png` and `sagittal.png` (bone window, labels outlined, patient orientation) through the
 //! body centroid, and `segment.json` (target, centroid, volume, posterior wall, endplates, timings).
 
-use crate::anatomy::render::{overlay, View};
+use crate::anatomy::render::overlay;
 use crate::anatomy::{segment, Anatomy, AnatomyError, TargetHint};
 use crate::cli::InputError;
 use crate::load::{load_scan, LoadOptions};
+use crate::render::Plane;
 use crate::volume::Lps;
 use anyhow::Context;
 use serde_json::json;
@@ -55,7 +56,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let t1 = Instant::now();
     crate::write::nifti::write_labels_nifti(&anatomy.labels, &args.out.join("labels.nii.gz"))
         .context("writing labels.nii.gz")?;
-    for (view, name) in [(View::Axial, "axial.png"), (View::Sagittal, "sagittal.png")] {
+    for (view, name) in [(Plane::Axial, "axial.png"), (Plane::Sagittal, "sagittal.png")] {
         overlay(&scan.volume, &anatomy.labels, anatomy.body_centroid, view)
             .save(args.out.join(name))
             .with_context(|| format!("writing {name}"))?;

@@ -100,7 +100,8 @@ pub struct Window {
 }
 
 impl Window {
-    pub const BONE: Window = Window { center: 500.0, width: 2000.0 };
+    /// The bone window written into our DICOM series too.
+    pub const BONE: Window = Window { center: 400.0, width: 1800.0 };
     pub const SOFT_TISSUE: Window = Window { center: 40.0, width: 400.0 };
 
     pub fn gray(self, hu: f32) -> u8 {
@@ -156,6 +157,13 @@ pub fn outline_labels(img: &mut RgbImage, labels: &Volume<u8>, view: &View, only
             }
         }
     }
+}
+
+/// CT in `window` with every label of `labels` outlined in its colour: the picture most outputs want.
+pub fn overlay(ct: &Volume<f32>, labels: &Volume<u8>, view: &View, window: Window) -> RgbImage {
+    let mut img = ct_image(ct, view, window);
+    outline_labels(&mut img, labels, view, None);
+    img
 }
 
 /// Scale an image up by an integer factor (nearest), so thin outlines stay crisp.
@@ -227,6 +235,6 @@ mod tests {
     fn window_maps_range() {
         assert_eq!(Window::BONE.gray(-1000.0), 0);
         assert_eq!(Window::BONE.gray(1500.0), 255);
-        assert_eq!(Window::BONE.gray(500.0), 128);
+        assert_eq!(Window::BONE.gray(400.0), 128);
     }
 }
