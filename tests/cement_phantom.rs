@@ -3,11 +3,12 @@
 //! against the phantom's truth, with the phantom's body label (1) as the body mask.
 
 use cementleak::cement::{detect, CementInputs, CementParams};
-use cementleak::phantom::{generate_case, LeakSite, PhantomSpec};
+use cementleak::leaks::Site;
+use cementleak::phantom::{generate_case, PhantomSpec};
 use cementleak::volume::{labels, PatientPosition, Volume};
 use std::collections::HashSet;
 
-fn spec(seed: u64, position: PatientPosition, sites: Vec<LeakSite>) -> PhantomSpec {
+fn spec(seed: u64, position: PatientPosition, sites: Vec<Site>) -> PhantomSpec {
     let mut s = PhantomSpec::from_seed(seed);
     s.position = position;
     s.matrix = 192;
@@ -23,10 +24,10 @@ fn spec(seed: u64, position: PatientPosition, sites: Vec<LeakSite>) -> PhantomSp
 #[test]
 fn phantom_sequences_volume_error_and_leak_sensitivity() {
     let cases = [
-        (11, PatientPosition::Hfp, vec![LeakSite::Disc]),
-        (12, PatientPosition::Hfp, vec![LeakSite::Canal]),
-        (13, PatientPosition::Hfs, vec![LeakSite::Paraspinal, LeakSite::PosteriorVein]),
-        (14, PatientPosition::Hfdl, vec![LeakSite::Disc, LeakSite::Canal]),
+        (11, PatientPosition::Hfp, vec![Site::Disc]),
+        (12, PatientPosition::Hfp, vec![Site::Canal]),
+        (13, PatientPosition::Hfs, vec![Site::Paraspinal, Site::PosteriorVein]),
+        (14, PatientPosition::Hfdl, vec![Site::Disc, Site::Canal]),
     ];
     let mut errors = Vec::new();
     let (mut truth_leaks, mut found_leaks, mut false_leaks) = (0usize, 0usize, 0usize);

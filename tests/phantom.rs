@@ -1,13 +1,14 @@
 //! Phantom generator: truth bookkeeping, leak placement per patient position, determinism, DICOM read-back.
 //! Cases here are small (128 x 128, few slices, 1 mm model) so each test stays within seconds in debug.
 
+use cementleak::leaks::Site;
 use cementleak::load::{load_scan, LoadOptions};
-use cementleak::phantom::{generate_case, write_case, LeakSite, Level, PhantomCase, PhantomSpec};
+use cementleak::phantom::{generate_case, write_case, Level, PhantomCase, PhantomSpec};
 use cementleak::volume::{labels, PatientPosition};
 use std::collections::BTreeMap;
 use std::path::Path;
 
-fn small(seed: u64, position: PatientPosition, sites: Vec<LeakSite>) -> PhantomSpec {
+fn small(seed: u64, position: PatientPosition, sites: Vec<Site>) -> PhantomSpec {
     let mut s = PhantomSpec::from_seed(seed);
     s.position = position;
     s.matrix = 160;
@@ -37,7 +38,7 @@ fn check_volumes(case: &PhantomCase) {
             t.intravertebral_cement_ml,
             intra
         );
-        for site in LeakSite::ALL {
+        for site in Site::ALL {
             let truth: f64 = t.leaks.iter().filter(|l| l.site == site).map(|l| l.volume_ml).sum();
             let labelled = count(&scan.labels, site.label()) as f64 * vv;
             assert!(
@@ -78,8 +79,8 @@ fn check_volumes(case: &PhantomCase) {
 
 #[test]
 fn truth_volumes_equal_label_counts() {
-    let case = generate_case(&small(11, PatientPosition::Hfp, vec![LeakSite::Disc, LeakSite::Paraspinal]))
-        .expect("case");
+    let case =
+        generate_case(&small(11, PatientPosition::Hfp, vec![Site::Disc, Site::Paraspinal])).expect("case");
     assert!(case.scans.len() >= 2);
     check_volumes(&case);
     let last = &case.scans[case.scans.len() - 1].truth;
@@ -94,11 +95,8 @@ fn anatomy_at(case: &PhantomCase, k: usize, p: cementleak::volume::Lps) -> u8 {
 #[test]
 fn leak_centroids_lie_in_their_site_region_for_every_position() {
     for (i, pos) in PatientPosition::ALL.into_iter().enumerate() {
-        let mut spec = small(
-            40 + i as u64,
-            pos,
-            vec![LeakSite::PosteriorVein, LeakSite::Disc, LeakSite::Paraspinal, LeakSite::Canal],
-        );
+        let mut spec =
+            small(40 + i as u64, pos, vec![Site::PosteriorVein, Site::Disc, Site::Paraspinal, Site::Canal]);
         spec.level = Some(Level::L2);
         // Cover the body and both discs.
         spec.slices = Some(18);
@@ -114,11 +112,11 @@ fn leak_centroids_lie_in_their_site_region_for_every_position() {
             let c = l.centroid_lps_mm;
             let lab = anatomy_at(&case, k, c);
             match l.site {
-                LeakSite::Canal => {
+                Site::Canal => {
                     assert_eq!(lab, labels::CANAL, "{pos} canal leak centroid {c} in label {lab}");
                     assert!(c.y() > body.y(), "{pos}: canal leak posterior of the body");
                 }
-                LeakSite::PosteriorVein => {
+                Site::PosteriorVein => {
                     assert!(
                         lab == labels::CANAL || lab == labels::VERTEBRAL_BODY,
                         "{pos} vein leak centroid in label {lab}"
@@ -126,15 +124,19 @@ fn leak_centroids_lie_in_their_site_region_for_every_position() {
                     assert!(c.y() > body.y(), "{pos}: vein leak at the posterior wall");
                     assert!((c.x() - body.x()).abs() < 8.0, "{pos}: vein leak near the midline");
                 }
-                LeakSite::Disc => {
+                Site::Disc => {
                     assert_eq!(lab, labels::DISC, "{pos} disc leak centroid {c} in label {lab}");
                     assert!((c.z() - body.z()).abs() > 5.0, "{pos}: disc leak above or below the body");
                 }
-                LeakSite::Paraspinal => {
+                Site::Paraspinal => {
                     assert_eq!(lab, 0, "{pos} paraspinal leak centroid {c} in label {lab}");
                 }
             }
-            assert_eq!(scan.truth.expected_alert, cementleak::phantom::Alert::Stop, "canal leak means stop");
+            assert_eq!(
+                scan.truth.expected_alert,
+                cementleak::alert::AlertLevel::Stop,
+                "canal leak means stop"
+            );
         }
         assert_eq!(seen.len(), 4, "{pos}: all four sites present, got {:?}", scan.truth.leaks);
     }
@@ -154,7 +156,7 @@ fn files(dir: &Path) -> BTreeMap<String, Vec<u8>> {
 
 #[test]
 fn same_seed_gives_byte_identical_output_and_loader_reads_geometry() {
-    let spec = small(7, PatientPosition::Hfdl, vec![LeakSite::Disc]);
+    let spec = small(7, PatientPosition::Hfdl, vec![Site::Disc]);
     let a = tempfile::tempdir().expect("tmp");
     let b = tempfile::tempdir().expect("tmp");
     let case = generate_case(&spec).expect("case");
@@ -248,7 +250,7 @@ fn timing_six_scan_case() {
     s.total_ml = Some(6.0);
     s.slices = Some(40);
     s.slice_thickness_mm = Some(1.25);
-    s.leak_sites = Some(vec![LeakSite::Disc]);
+    s.leak_sites = Some(vec![Site::Disc]);
     let t = std::time::Instant::now();
     let case = generate_case(&s).expect("case");
     println!(

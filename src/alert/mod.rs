@@ -151,7 +151,9 @@ pub fn decide(
     };
 
     for leak in leaks {
-        let Some(rule) = policy.sites.get(&leak.site) else { continue };
+        // A foraminal leak threatens a nerve root whatever else it touches: it takes the canal rule.
+        let site = if leak.foraminal { Site::Canal } else { leak.site };
+        let Some(rule) = policy.sites.get(&site) else { continue };
         let what = describe(leak);
         // One reason per leak: the most urgent rule it triggers.
         let mut verdict = (rule.present, format!("{what} present"));

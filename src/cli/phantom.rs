@@ -1,7 +1,8 @@
 //! `cementleak phantom`: generate a synthetic vertebroplasty injection sequence with ground truth.
 
 use crate::cli::InputError;
-use crate::phantom::{self, LeakSite, LesionType, Level, PhantomSpec, ThermocouplePlace};
+use crate::leaks::Site;
+use crate::phantom::{self, LesionType, Level, PhantomSpec, ThermocouplePlace};
 use crate::volume::PatientPosition;
 use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -78,7 +79,7 @@ pub fn build_spec(a: &Args) -> anyhow::Result<PhantomSpec> {
         let sites = if l.trim().eq_ignore_ascii_case("none") {
             Vec::new()
         } else {
-            l.split(',').map(|x| x.parse::<LeakSite>().map_err(InputError)).collect::<Result<Vec<_>, _>>()?
+            l.split(',').map(|x| x.parse::<Site>().map_err(InputError)).collect::<Result<Vec<_>, _>>()?
         };
         s.leak_sites = Some(sites);
     }

@@ -9,7 +9,7 @@
 use super::anatomy::{basivertebral_dist, seg_dist, segmental_vein_points, Anatomy, Tissue};
 use super::devices::Devices;
 use super::grid::FineGrid;
-use super::spec::LeakSite;
+use crate::leaks::Site;
 use crate::volume::labels;
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
@@ -21,7 +21,7 @@ pub const NONE: u8 = u8::MAX;
 
 #[derive(Clone, Debug)]
 pub struct LeakPlan {
-    pub site: LeakSite,
+    pub site: Site,
     /// Scan index where it first appears.
     pub onset: usize,
     /// Planned volume (mL) in each scan.
@@ -47,7 +47,7 @@ pub struct Injection {
 pub struct InjectionParams {
     pub total_ml: f64,
     pub max_steps: usize,
-    pub sites: Vec<LeakSite>,
+    pub sites: Vec<Site>,
 }
 
 fn key(v: f64) -> u64 {
@@ -180,7 +180,7 @@ pub fn plan(
 
     // Step plan with leak onsets.
     struct Pending {
-        site: LeakSite,
+        site: Site,
         trigger: Option<f64>,
         onset_scan: usize,
         v0: f64,
@@ -194,7 +194,7 @@ pub fn plan(
             let v0 = (rng.random_range(0.02f64.ln()..0.35f64.ln())).exp();
             let growth = if rng.random_bool(0.5) { rng.random_range(0.03..0.2) } else { 0.0 };
             let trigger =
-                matches!(site, LeakSite::Canal | LeakSite::PosteriorVein).then(|| rng.random_range(0.0..2.5));
+                matches!(site, Site::Canal | Site::PosteriorVein).then(|| rng.random_range(0.0..2.5));
             Pending { site, trigger, onset_scan: rng.random_range(1..expected_scans.max(2)), v0, growth }
         })
         .collect();
@@ -211,7 +211,7 @@ pub fn plan(
         let mut last = inj >= total_ml - 1e-9 || k == max_steps;
         // A canal leak stops the injection: every other planned leak must show by this scan.
         let canal_fires = pend.iter().enumerate().any(|(j, p)| {
-            p.site == LeakSite::Canal
+            p.site == Site::Canal
                 && onsets[j].is_none()
                 && p.trigger.is_some_and(|t| wall_at(inj) <= t || k >= p.onset_scan + 3)
         });
@@ -236,7 +236,7 @@ pub fn plan(
                     }
                 }
             };
-            if p.site == LeakSite::Canal && onsets[j] == Some(k) {
+            if p.site == Site::Canal && onsets[j] == Some(k) {
                 stop = true;
             }
             leak_vol[j].push(v);
@@ -394,7 +394,7 @@ fn bridge_voxels(g: &FineGrid, a: [f64; 3], b: [f64; 3]) -> Vec<u32> {
 fn leak_order(
     anat: &Anatomy,
     g: &FineGrid,
-    site: LeakSite,
+    site: Site,
     n: usize,
     rng: &mut ChaCha8Rng,
 ) -> (Option<[f64; 3]>, Vec<u32>) {
@@ -402,7 +402,7 @@ fn leak_order(
     let side = if rng.random_bool(0.5) { 1.0 } else { -1.0 };
     let local = |i: usize| anat.anat_to_target(g.spec.point(i));
     match site {
-        LeakSite::Canal => {
+        Site::Canal => {
             let (bx, bz) = match anat.lesion.as_ref().and_then(|l| l.breach) {
                 Some([bx, bz, _, _]) => (bx, bz),
                 None => (
@@ -430,7 +430,7 @@ fn leak_order(
                 seed.map(|s| percolate(g, &[s], n, rng, &allowed, &cost, 1.0)).unwrap_or_default(),
             )
         }
-        LeakSite::PosteriorVein => {
+        Site::PosteriorVein => {
             let y = v.wall_y(0.0, v.bv_z) + 1.3;
             let len_up = rng.random_range(8.0..22.0);
             let len_dn = rng.random_range(8.0..22.0);
@@ -448,7 +448,7 @@ fn leak_order(
             };
             (Some(portal), tube_order(g, &paths, 1.6, len_up.max(len_dn) + 2.0, n, &local, &allowed))
         }
-        LeakSite::Disc => {
+        Site::Disc => {
             let up = rng.random_bool(0.5);
             let x = rng.random_range(-0.5..0.5) * v.a;
             let y = rng.random_range(-0.5..0.2) * v.b;
@@ -468,7 +468,7 @@ fn leak_order(
                 seed.map(|s| percolate(g, &[s], n, rng, &allowed, &cost, 1.0)).unwrap_or_default(),
             )
         }
-        LeakSite::Paraspinal => {
+        Site::Paraspinal => {
             let pts = segmental_vein_points(v, side);
             let start = rng.random_range(2..6usize);
             let soft = |i: usize| {

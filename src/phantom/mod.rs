@@ -35,8 +35,9 @@ pub mod spec;
 pub mod truth;
 pub mod write;
 
-pub use spec::{LeakSite, LesionType, Level, PhantomSpec, ThermocouplePlace};
-pub use truth::{Alert, LeakTruth, ScanTruth};
+use crate::leaks::Site;
+pub use spec::{LesionType, Level, PhantomSpec, ThermocouplePlace};
+pub use truth::{LeakTruth, ScanTruth};
 pub use write::write_case;
 
 use crate::volume::{labels, CtVolume, LabelVolume, Lps};
@@ -92,7 +93,7 @@ pub struct CaseSummary {
     pub pixel_mm: f64,
     pub slices: usize,
     pub noise_sd_hu: f64,
-    pub leak_sites: Vec<LeakSite>,
+    pub leak_sites: Vec<Site>,
     pub scans: usize,
     pub hybrid: bool,
 }
@@ -125,13 +126,13 @@ pub fn resolve_spec(spec: &PhantomSpec) -> Result<PhantomSpec, PhantomError> {
         for _ in 0..n {
             let v: f64 = rng.random();
             sites.push(if v < 0.225 {
-                LeakSite::Canal
+                Site::Canal
             } else if v < 0.35 {
-                LeakSite::PosteriorVein
+                Site::PosteriorVein
             } else if v < 0.8 {
-                LeakSite::Disc
+                Site::Disc
             } else {
-                LeakSite::Paraspinal
+                Site::Paraspinal
             });
         }
     }
@@ -386,7 +387,7 @@ fn measure_leaks(
         for (acc, v) in sum[j].iter_mut().zip(p.0) {
             *acc += v;
         }
-        if inj.leaks[j].site == LeakSite::Canal && !foraminal[j] {
+        if inj.leaks[j].site == Site::Canal && !foraminal[j] {
             let l = anat.anat_to_target(scanner.to_anat(motion, p));
             foraminal[j] = anat.in_foramen(l);
         }
@@ -411,6 +412,11 @@ fn measure_leaks(
             new: before.is_none(),
             grew_ml: round4(before.map(|b| vol - b.volume_ml).unwrap_or(0.0)),
             growing: before.is_some() && grew_plan,
+            injected_ml: if k > 0 && before.is_some() {
+                round4((plan.volume_ml[k] - plan.volume_ml[k - 1]).max(0.0))
+            } else {
+                0.0
+            },
         });
     }
     out

@@ -1,6 +1,7 @@
 //! What a phantom case is made of: the user-facing spec (seed plus optional overrides) and the vocabulary
 //! (levels, lesion types, leak sites) shared with truth.json.
 
+use crate::leaks::Site;
 use crate::volume::PatientPosition;
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -110,61 +111,6 @@ impl FromStr for LesionType {
     }
 }
 
-/// Where cement leaked (the report spec's site names).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum LeakSite {
-    Canal,
-    PosteriorVein,
-    Disc,
-    Paraspinal,
-}
-
-impl LeakSite {
-    pub const ALL: [LeakSite; 4] =
-        [LeakSite::Canal, LeakSite::PosteriorVein, LeakSite::Disc, LeakSite::Paraspinal];
-
-    /// Label code of this site in label maps.
-    pub fn label(self) -> u8 {
-        use crate::volume::labels;
-        match self {
-            LeakSite::Canal => labels::LEAK_CANAL,
-            LeakSite::PosteriorVein => labels::LEAK_POSTERIOR_VEIN,
-            LeakSite::Disc => labels::LEAK_DISC,
-            LeakSite::Paraspinal => labels::LEAK_PARASPINAL,
-        }
-    }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            LeakSite::Canal => "canal",
-            LeakSite::PosteriorVein => "posterior_vein",
-            LeakSite::Disc => "disc",
-            LeakSite::Paraspinal => "paraspinal",
-        }
-    }
-}
-
-impl fmt::Display for LeakSite {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-impl FromStr for LeakSite {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        let l = s.trim().to_ascii_lowercase().replace('-', "_");
-        LeakSite::ALL
-            .iter()
-            .copied()
-            .find(|x| x.name() == l || (l == "vein" && *x == LeakSite::PosteriorVein))
-            .ok_or_else(|| {
-                format!("unknown leak site {s:?} (expected canal, posterior_vein, disc, paraspinal)")
-            })
-    }
-}
-
 /// Where the optional thermocouple lies.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -184,7 +130,7 @@ pub struct PhantomSpec {
     pub lesion: Option<LesionType>,
     pub posterior_wall_intact: Option<bool>,
     /// Leak sites to produce (at least one leak each); `None` = drawn from the seed (often none).
-    pub leak_sites: Option<Vec<LeakSite>>,
+    pub leak_sites: Option<Vec<Site>>,
     pub bilateral: Option<bool>,
     /// `Some(None)` forces no thermocouple.
     pub thermocouple: Option<Option<ThermocouplePlace>>,

@@ -1,24 +1,16 @@
 //! Ground truth of one scan (truth.json), measured on the scan's own label map, and the expected alert.
 
-use super::spec::{LeakSite, LesionType, Level, ThermocouplePlace};
+use super::spec::{LesionType, Level, ThermocouplePlace};
+use crate::alert::{decide, AlertLevel, AlertPolicy, LeakObservation};
+use crate::leaks::Site;
 use crate::volume::{Lps, PatientPosition};
 use serde::{Deserialize, Serialize};
-
-/// What the default policy should say after this scan.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Alert {
-    Continue,
-    Reduce,
-    Pause,
-    Stop,
-}
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct LeakTruth {
     /// Stable across the scans of a case.
     pub id: usize,
-    pub site: LeakSite,
+    pub site: Site,
     /// Voxels labelled with this leak times the voxel volume.
     pub volume_ml: f64,
     pub voxels: usize,
@@ -32,6 +24,8 @@ pub struct LeakTruth {
     /// Cement was added to this leak since the previous scan (from the injection model, free of voxelisation
     /// noise from patient motion).
     pub growing: bool,
+    /// Cement the injection model added to this leak since the previous scan, mL (0 when new).
+    pub injected_ml: f64,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -63,37 +57,33 @@ pub struct ScanTruth {
     /// Patient motion against the baseline: translation (mm) and rotation angle (degrees).
     pub motion_mm: f64,
     pub motion_deg: f64,
-    pub expected_alert: Alert,
+    pub expected_alert: AlertLevel,
 }
 
 pub const TRUTH_SCHEMA: &str = "cementleak.phantom_truth/1";
 
-/// The default policy: stop on any canal/foraminal leak; pause on a new or growing posterior-vein or
-/// paraspinal leak or a growing disc leak; reduce when intravertebral cement is within 5 mm of the
-/// posterior wall; else continue.
-pub fn expected_alert(leaks: &[LeakTruth], wall_mm: Option<f64>) -> Alert {
-    if leaks.iter().any(|l| l.site == LeakSite::Canal || l.foraminal) {
-        return Alert::Stop;
-    }
-    let pause = leaks.iter().any(|l| match l.site {
-        LeakSite::PosteriorVein | LeakSite::Paraspinal => l.new || l.growing,
-        LeakSite::Disc => l.growing && !l.new,
-        LeakSite::Canal => false,
-    });
-    if pause {
-        return Alert::Pause;
-    }
-    if wall_mm.is_some_and(|d| d <= 5.0) {
-        return Alert::Reduce;
-    }
-    Alert::Continue
+/// What the product's default alert policy (`crate::alert`) should say, given the true leaks: growth is
+/// the cement the injection model put into each leak, free of voxelisation noise from patient motion.
+pub fn expected_alert(leaks: &[LeakTruth], wall_mm: Option<f64>) -> AlertLevel {
+    let observed: Vec<LeakObservation> = leaks
+        .iter()
+        .map(|l| LeakObservation {
+            id: l.id as u32,
+            site: l.site,
+            foraminal: l.foraminal,
+            volume_ml: l.volume_ml,
+            new: Some(l.new),
+            grew_ml: (!l.new).then_some(l.injected_ml),
+        })
+        .collect();
+    decide(&AlertPolicy::default(), &observed, wall_mm).level
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn leak(site: LeakSite, new: bool, growing: bool) -> LeakTruth {
+    fn leak(site: Site, new: bool, growing: bool) -> LeakTruth {
         LeakTruth {
             id: 0,
             site,
@@ -104,20 +94,21 @@ mod tests {
             new,
             grew_ml: 0.0,
             growing,
+            injected_ml: if growing { 0.1 } else { 0.0 },
         }
     }
 
     #[test]
     fn policy_order() {
-        assert_eq!(expected_alert(&[], None), Alert::Continue);
-        assert_eq!(expected_alert(&[], Some(4.0)), Alert::Reduce);
-        assert_eq!(expected_alert(&[leak(LeakSite::Disc, true, false)], Some(9.0)), Alert::Continue);
-        assert_eq!(expected_alert(&[leak(LeakSite::Disc, false, true)], Some(9.0)), Alert::Pause);
-        assert_eq!(expected_alert(&[leak(LeakSite::Paraspinal, true, false)], None), Alert::Pause);
-        assert_eq!(expected_alert(&[leak(LeakSite::PosteriorVein, false, false)], Some(2.0)), Alert::Reduce);
-        assert_eq!(expected_alert(&[leak(LeakSite::Canal, false, false)], Some(9.0)), Alert::Stop);
-        let mut f = leak(LeakSite::Paraspinal, false, false);
+        assert_eq!(expected_alert(&[], None), AlertLevel::Continue);
+        assert_eq!(expected_alert(&[], Some(4.0)), AlertLevel::Reduce);
+        assert_eq!(expected_alert(&[leak(Site::Disc, true, false)], Some(9.0)), AlertLevel::Continue);
+        assert_eq!(expected_alert(&[leak(Site::Disc, false, true)], Some(9.0)), AlertLevel::Pause);
+        assert_eq!(expected_alert(&[leak(Site::Paraspinal, true, false)], None), AlertLevel::Pause);
+        assert_eq!(expected_alert(&[leak(Site::PosteriorVein, false, false)], Some(2.0)), AlertLevel::Reduce);
+        assert_eq!(expected_alert(&[leak(Site::Canal, false, false)], Some(9.0)), AlertLevel::Stop);
+        let mut f = leak(Site::Paraspinal, false, false);
         f.foraminal = true;
-        assert_eq!(expected_alert(&[f], None), Alert::Stop);
+        assert_eq!(expected_alert(&[f], None), AlertLevel::Stop);
     }
 }
