@@ -270,34 +270,96 @@ impl Convert {
                 lo.clamp(i32::MIN as i64, i32::MAX as i64) as i32,
                 hi.clamp(i32::MIN as i64, i32::MAX as i64) as i32,
             );
-            let value = |c: &[u8]| -> i32 {
-                let raw = u16::from_ne_bytes([c[0], c[1]]) as u32;
+            let value = |raw: u16| -> i32 {
+                let raw = raw as u32;
                 if signed {
                     ((raw << shift) as i32) >> shift
                 } else {
                     (raw & mask) as i32
                 }
             };
-            let samples = bytes.chunks_exact(2);
             if exact_f32 {
                 let (s, b) = (slope as f32, intercept as f32);
-                for (o, c) in out.iter_mut().zip(samples) {
-                    let v = value(c);
+                map_u16(bytes, out, |raw| {
+                    let v = value(raw);
                     // Both sides computed so the compiler can use a blend instead of a branch.
                     let hu = v as f32 * s + b;
-                    *o = if (v >= lo) & (v <= hi) { PADDING_HU } else { hu };
-                }
+                    if (v >= lo) & (v <= hi) {
+                        PADDING_HU
+                    } else {
+                        hu
+                    }
+                });
             } else {
-                for (o, c) in out.iter_mut().zip(samples) {
-                    let v = value(c);
-                    *o = if v >= lo && v <= hi { PADDING_HU } else { (slope * v as f64 + intercept) as f32 };
-                }
+                map_u16(bytes, out, |raw| {
+                    let v = value(raw);
+                    if v >= lo && v <= hi {
+                        PADDING_HU
+                    } else {
+                        (slope * v as f64 + intercept) as f32
+                    }
+                });
             }
             return;
         }
         for (o, b) in out.iter_mut().zip(bytes.chunks_exact(self.width)) {
             let v = self.value(b);
             *o = if v >= lo && v <= hi { PADDING_HU } else { (slope * v as f64 + intercept) as f32 };
+        }
+    }
+}
+
+/// Apply `f` to each native-endian 16-bit sample of `bytes`, writing `out`. Samples are taken 8 at a time
+/// from fixed-size blocks so the compiler loads them with one vector load instead of byte by byte.
+#[inline(always)]
+fn map_u16(bytes: &[u8], out: &mut [f32], f: impl Fn(u16) -> f32) {
+    let bytes = &bytes[..bytes.len().min(2 * out.len())];
+    let blocks = bytes.chunks_exact(16);
+    let tail = blocks.remainder();
+    let mut out_blocks = out.chunks_exact_mut(8);
+    for (o, b) in (&mut out_blocks).zip(blocks) {
+        // Fixed-size views: the lengths are known, so no bounds checks in the inner loop.
+        let (Ok(o), Ok(b)) = (<&mut [f32; 8]>::try_from(o), <&[u8; 16]>::try_from(b)) else { continue };
+        for k in 0..8 {
+            o[k] = f(u16::from_ne_bytes([b[2 * k], b[2 * k + 1]]));
+        }
+    }
+    let out_tail = out_blocks.into_remainder();
+    for (o, c) in out_tail.iter_mut().zip(tail.chunks_exact(2)) {
+        *o = f(u16::from_ne_bytes([c[0], c[1]]));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The blocked 16-bit path against the per-sample reference, on lengths that are not multiples of the
+    /// block, signed and unsigned, partial BitsStored, padding, integer and fractional rescale.
+    #[test]
+    fn sixteen_bit_fast_path_matches_reference() {
+        for n in [0usize, 1, 7, 8, 9, 17, 64, 67] {
+            let raw: Vec<u16> = (0..n).map(|i| (i as u16).wrapping_mul(40503).wrapping_add(977)).collect();
+            let bytes: Vec<u8> = raw.iter().flat_map(|v| v.to_ne_bytes()).collect();
+            for (bits_stored, signed) in [(16, true), (16, false), (12, true), (12, false)] {
+                for padding in [None, Some((-2000, -1500)), Some((100, 3000))] {
+                    for (slope, intercept) in [(1.0, -1024.0), (0.5, -1000.25)] {
+                        let c = Convert { width: 2, bits_stored, signed, padding };
+                        let mut out = vec![f32::NAN; n];
+                        c.frame_slice(&bytes, slope, intercept, &mut out);
+                        let (lo, hi) = padding.unwrap_or((i64::MAX, i64::MIN));
+                        for (i, o) in out.iter().enumerate() {
+                            let v = c.value(&bytes[2 * i..2 * i + 2]);
+                            let want = if v >= lo && v <= hi {
+                                PADDING_HU
+                            } else {
+                                (slope * v as f64 + intercept) as f32
+                            };
+                            assert_eq!(*o, want, "n={n} i={i} bs={bits_stored} signed={signed} {padding:?}");
+                        }
+                    }
+                }
+            }
         }
     }
 }

@@ -18,6 +18,7 @@
 //! JPEG-LS (.80/.81) is refused with `LoadError::UnsupportedEncoding`: its decoder (CharLS) is C++ and is not
 //! built into this program.
 
+mod buffer;
 pub mod decode;
 pub mod header;
 pub mod lengths;
@@ -32,7 +33,7 @@ use decode::Target;
 use dicom_object::{DefaultDicomObject, OpenFileOptions};
 use header::{error_chain, FileHeader};
 use indicatif::{ProgressBar, ProgressStyle};
-use ndarray::{Array2, Array3};
+use ndarray::Array2;
 use rayon::prelude::*;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
@@ -161,7 +162,7 @@ fn assemble(
     }
     check_duplicates(&files, &plan, open)?;
 
-    let mut data = Array3::<f32>::zeros((plan.slices.len(), plan.rows, plan.cols));
+    let mut data = buffer::zeroed_volume((plan.slices.len(), plan.rows, plan.cols));
     let mut per_file: Vec<Vec<Target>> = (0..files.len()).map(|_| Vec::new()).collect();
     for ((s, out), (slope, intercept)) in
         plan.slices.iter().zip(data.outer_iter_mut()).zip(plan.rescale.iter())

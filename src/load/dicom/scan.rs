@@ -118,25 +118,34 @@ fn classify(path: &Path) -> Entry {
     }
 }
 
-/// The bytes of `path` up to its PixelData header: a 64 KiB prefix is enough for classic CT headers; long
-/// headers (Enhanced CT functional groups) and damaged files are read whole. Lengths are checked against
-/// the file size on the way ([`super::lengths`]).
+/// The bytes of `path` up to its PixelData header. A classic CT header fits in the first few KiB, so the read
+/// starts small and grows (doubling) only while the walk needs more; a file is thus read no further than its
+/// PixelData header, and the pixels are read once, by the decoder. Lengths are checked against the file
+/// size on the way ([`super::lengths`]).
 fn header_bytes(path: &Path) -> Result<Vec<u8>, LoadError> {
-    const PREFIX: usize = 64 * 1024;
+    const FIRST: usize = 16 * 1024;
     let io = |e: std::io::Error| LoadError::Io { path: path.to_path_buf(), reason: e.to_string() };
     let mut f = std::fs::File::open(path).map_err(io)?;
     let total = f.metadata().map_err(io)?.len() as usize;
-    let mut buf = vec![0u8; PREFIX.min(total)];
-    let n = read_up_to(&mut f, &mut buf).map_err(io)?;
-    buf.truncate(n);
-    match super::lengths::walk(&buf, total, true) {
-        super::lengths::Walk::Bad(reason) => Err(LoadError::Corrupt { path: path.to_path_buf(), reason }),
-        super::lengths::Walk::Ok(Some(at)) => {
-            buf.truncate(at);
-            Ok(buf)
+    let mut buf = Vec::new();
+    let mut want = FIRST.min(total);
+    loop {
+        let have = buf.len();
+        buf.resize(want, 0);
+        let n = read_up_to(&mut f, &mut buf[have..]).map_err(io)?;
+        buf.truncate(have + n);
+        let at_end = n < want - have || buf.len() >= total;
+        match super::lengths::walk(&buf, total, true) {
+            super::lengths::Walk::Bad(reason) => {
+                return Err(LoadError::Corrupt { path: path.to_path_buf(), reason })
+            }
+            super::lengths::Walk::Ok(Some(at)) => {
+                buf.truncate(at);
+                return Ok(buf);
+            }
+            _ if at_end => return Ok(buf),
+            _ => want = (want * 2).min(total),
         }
-        _ if n == total => Ok(buf),
-        _ => std::fs::read(path).map_err(io),
     }
 }
 
