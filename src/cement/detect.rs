@@ -3,18 +3,7 @@
 
 use super::grid::Grid;
 use super::morph;
-
-/// Thresholds of [`cement_mask`] (taken from `CementParams`).
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct Thresholds {
-    pub seed_hu: f32,
-    pub seed_rise_hu: f32,
-    pub grow_hu: f32,
-    pub grow_rise_hu: f32,
-    pub no_baseline_seed_hu: f32,
-    pub no_baseline_grow_hu: f32,
-    pub min_voxels: usize,
-}
+use super::CementParams;
 
 /// Cement voxels of `img` (crop of the scan, or an earlier scan resampled onto the crop).
 ///
@@ -31,7 +20,7 @@ pub(crate) fn cement_mask(
     band: &[bool],
     cortex: &[bool],
     grid: &Grid,
-    t: &Thresholds,
+    t: &CementParams,
 ) -> Vec<bool> {
     let n = grid.len();
     let needs_density_rule = base.is_none_or(|b| b.iter().any(|v| v.is_nan()));
@@ -66,7 +55,7 @@ pub(crate) fn cement_mask(
     let mut mask = morph::grow_from_seeds(&seed, &grow, grid.shape);
     // Isolated specks are noise, not cement.
     for comp in morph::components26(&mask, grid.shape) {
-        if comp.len() < t.min_voxels {
+        if comp.len() < t.min_cement_voxels {
             for i in comp {
                 mask[i] = false;
             }

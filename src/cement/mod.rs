@@ -305,16 +305,7 @@ pub fn detect(inputs: &CementInputs, params: &CementParams) -> Result<CementFind
         let inner = morph::erode(&body, g.shape, g.radius_voxels(params.cortex_shell_mm, 1));
         (0..g.len()).map(|i| body[i] && !inner[i]).collect::<Vec<bool>>()
     };
-    let th = detect::Thresholds {
-        seed_hu: params.seed_hu,
-        seed_rise_hu: params.seed_rise_hu,
-        grow_hu: params.grow_hu,
-        grow_rise_hu: params.grow_rise_hu,
-        no_baseline_seed_hu: params.no_baseline_seed_hu,
-        no_baseline_grow_hu: params.no_baseline_grow_hu,
-        min_voxels: params.min_cement_voxels,
-    };
-    let cement = detect::cement_mask(&img, base_img, &metal.core, &metal.band, &cortex, &g, &th);
+    let cement = detect::cement_mask(&img, base_img, &metal.core, &metal.band, &cortex, &g, params);
     tracing::debug!(ms = t0.elapsed().as_secs_f64() * 1e3, "cement mask");
     let density = components::cement_density(&img, &cement, &g, 2000.0);
     // Metal as reported: the core, and the blooming band where it did not turn out to be cement.
@@ -323,7 +314,7 @@ pub fn detect(inputs: &CementInputs, params: &CementParams) -> Result<CementFind
     let frac = components::fraction_map(&img, base_img, &cement, &metal_mask, &body, &g, density);
 
     let prev_frac = prev.as_ref().map(|(_, pimg)| {
-        let pc = detect::cement_mask(pimg, base_img, &metal.core, &metal.band, &cortex, &g, &th);
+        let pc = detect::cement_mask(pimg, base_img, &metal.core, &metal.band, &cortex, &g, params);
         let pd = components::cement_density(pimg, &pc, &g, density);
         let pm: Vec<bool> = (0..g.len()).map(|i| metal.core[i] || (metal.band[i] && !pc[i])).collect();
         components::fraction_map(pimg, base_img, &pc, &pm, &body, &g, pd)
