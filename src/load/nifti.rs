@@ -261,6 +261,20 @@ pub(crate) mod qform {
         ]
     }
 
+    /// Store the qform of affine `m` in `h`: quaternion, offsets and qfac (`pixdim[0]`). The voxel sizes
+    /// (`pixdim[1..4]`) are the caller's. `None` if the affine has a zero column.
+    pub fn store_qform(h: &mut NiftiHeader, m: &[[f64; 4]; 4]) -> Option<()> {
+        let q = affine_to_quatern(m)?;
+        h.quatern_b = q.b as f32;
+        h.quatern_c = q.c as f32;
+        h.quatern_d = q.d as f32;
+        h.quatern_x = m[0][3] as f32;
+        h.quatern_y = m[1][3] as f32;
+        h.quatern_z = m[2][3] as f32;
+        h.pixdim[0] = q.qfac as f32;
+        Some(())
+    }
+
     /// Quaternion of the rotation part of an affine; `None` if a column is zero. A sheared affine gets the
     /// rotation of its Gram-Schmidt orthonormalised columns (the qform cannot express shear; the sform
     /// keeps it exactly).
@@ -325,18 +339,12 @@ pub(crate) mod qform {
         use super::*;
 
         fn round_trip(m: [[f64; 4]; 4]) {
-            let q = affine_to_quatern(&m).expect("non-singular");
             let s = |c: usize| (m[0][c].powi(2) + m[1][c].powi(2) + m[2][c].powi(2)).sqrt();
-            let h = NiftiHeader {
-                quatern_b: q.b as f32,
-                quatern_c: q.c as f32,
-                quatern_d: q.d as f32,
-                quatern_x: m[0][3] as f32,
-                quatern_y: m[1][3] as f32,
-                quatern_z: m[2][3] as f32,
-                pixdim: [q.qfac as f32, s(0) as f32, s(1) as f32, s(2) as f32, 1.0, 1.0, 1.0, 1.0],
+            let mut h = NiftiHeader {
+                pixdim: [1.0, s(0) as f32, s(1) as f32, s(2) as f32, 1.0, 1.0, 1.0, 1.0],
                 ..NiftiHeader::default()
             };
+            store_qform(&mut h, &m).expect("non-singular");
             let back = quatern_to_affine(&h).expect("valid");
             for r in 0..4 {
                 for c in 0..4 {

@@ -366,26 +366,23 @@ pub fn blur(img: &mut [f32], n: usize, sigma: f64) {
         return;
     }
     let k = kernel(sigma);
-    let r = (k.len() / 2) as isize;
     let mut tmp = vec![0f32; img.len()];
-    for y in 0..n {
-        for x in 0..n {
+    blur_pass(img, &mut tmp, n, &k, [1, n]);
+    blur_pass(&tmp, img, n, &k, [n, 1]);
+}
+
+/// One 1-D pass of `k` over an `n` x `n` image: `step[0]` is the stride along the blurred axis, `step[1]`
+/// along the other (edges clamped).
+fn blur_pass(src: &[f32], dst: &mut [f32], n: usize, k: &[f32], step: [usize; 2]) {
+    let r = (k.len() / 2) as isize;
+    for line in 0..n {
+        for i in 0..n {
             let mut s = 0.0;
             for (j, w) in k.iter().enumerate() {
-                let xx = (x as isize + j as isize - r).clamp(0, n as isize - 1) as usize;
-                s += w * img[y * n + xx];
+                let ii = (i as isize + j as isize - r).clamp(0, n as isize - 1) as usize;
+                s += w * src[line * step[1] + ii * step[0]];
             }
-            tmp[y * n + x] = s;
-        }
-    }
-    for y in 0..n {
-        for x in 0..n {
-            let mut s = 0.0;
-            for (j, w) in k.iter().enumerate() {
-                let yy = (y as isize + j as isize - r).clamp(0, n as isize - 1) as usize;
-                s += w * tmp[yy * n + x];
-            }
-            img[y * n + x] = s;
+            dst[line * step[1] + i * step[0]] = s;
         }
     }
 }

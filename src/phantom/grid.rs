@@ -15,6 +15,16 @@ pub struct GridSpec {
 }
 
 impl GridSpec {
+    /// The grid of step `h` covering x in [-x_half, x_half], y in `y`, z in `z` (anatomy frame, mm).
+    pub fn covering(x_half: f64, y: [f64; 2], z: [f64; 2], h: f64) -> GridSpec {
+        let dims = [
+            ((z[1] - z[0]) / h).ceil() as usize + 1,
+            ((y[1] - y[0]) / h).ceil() as usize + 1,
+            (2.0 * x_half / h).ceil() as usize + 1,
+        ];
+        GridSpec { origin: [-x_half, y[0], z[0]], h, dims }
+    }
+
     pub fn len(&self) -> usize {
         self.dims[0] * self.dims[1] * self.dims[2]
     }
@@ -90,12 +100,8 @@ pub fn build_fine(anat: &Anatomy, z_lo: f64, z_hi: f64, h: f64) -> FineGrid {
     let x_half = (t.a + 38.0).max(58.0);
     let y_lo = -t.b - 22.0;
     let y_hi = t.canal_centre_y() + t.canal_d / 2.0 + t.lam_t + t.sp_len + 12.0;
-    let dims = [
-        ((z_hi - z_lo) / h).ceil() as usize + 1,
-        ((y_hi - y_lo) / h).ceil() as usize + 1,
-        (2.0 * x_half / h).ceil() as usize + 1,
-    ];
-    let spec = GridSpec { origin: [-x_half, y_lo, z_lo], h, dims };
+    let spec = GridSpec::covering(x_half, [y_lo, y_hi], [z_lo, z_hi], h);
+    let dims = spec.dims;
     let plane = dims[1] * dims[2];
     let planes: Vec<(Vec<f32>, Vec<Tissue>, Vec<u8>)> = (0..dims[0])
         .into_par_iter()
@@ -130,12 +136,8 @@ pub fn build_coarse(anat: &Anatomy, z_lo: f64, z_hi: f64, h: f64) -> CoarseGrid 
     let x_half = tor.half_width + 4.0;
     let y_lo = tor.centre_y - tor.half_depth - 4.0;
     let y_hi = tor.centre_y + tor.half_depth + 4.0;
-    let dims = [
-        ((z_hi - z_lo) / h).ceil() as usize + 1,
-        ((y_hi - y_lo) / h).ceil() as usize + 1,
-        (2.0 * x_half / h).ceil() as usize + 1,
-    ];
-    let spec = GridSpec { origin: [-x_half, y_lo, z_lo], h, dims };
+    let spec = GridSpec::covering(x_half, [y_lo, y_hi], [z_lo, z_hi], h);
+    let dims = spec.dims;
     let plane = dims[1] * dims[2];
     let planes: Vec<(Vec<f32>, Vec<Tissue>)> = (0..dims[0])
         .into_par_iter()

@@ -6,7 +6,7 @@
 //! `(i, j, k) = (column, row, slice)`, so the affine is [`Geometry::nifti_ras_affine`](crate::volume::Geometry::nifti_ras_affine).
 
 use super::WriteError;
-use crate::load::nifti::qform::affine_to_quatern;
+use crate::load::nifti::qform::store_qform;
 use crate::volume::Volume;
 use ndarray::ArrayView3;
 use nifti::writer::WriterOptions;
@@ -39,24 +39,18 @@ pub fn header_for(geometry: &crate::volume::Geometry, description: &str) -> Resu
     if !(s.column > 0.0 && s.row > 0.0 && s.slice > 0.0) {
         return Err(WriteError::Geometry(format!("spacing must be positive, got {s:?}")));
     }
-    let q = affine_to_quatern(&m).ok_or_else(|| WriteError::Geometry("affine is singular".into()))?;
     let mut h = NiftiHeader {
         sform_code: XFORM_SCANNER,
         qform_code: XFORM_SCANNER,
         srow_x: m[0].map(|v| v as f32),
         srow_y: m[1].map(|v| v as f32),
         srow_z: m[2].map(|v| v as f32),
-        quatern_b: q.b as f32,
-        quatern_c: q.c as f32,
-        quatern_d: q.d as f32,
-        quatern_x: m[0][3] as f32,
-        quatern_y: m[1][3] as f32,
-        quatern_z: m[2][3] as f32,
         xyzt_units: UNITS_MM,
         endianness: nifti::Endianness::Little,
         ..NiftiHeader::default()
     };
-    h.pixdim = [q.qfac as f32, s.column as f32, s.row as f32, s.slice as f32, 1.0, 1.0, 1.0, 1.0];
+    h.pixdim = [1.0, s.column as f32, s.row as f32, s.slice as f32, 1.0, 1.0, 1.0, 1.0];
+    store_qform(&mut h, &m).ok_or_else(|| WriteError::Geometry("affine is singular".into()))?;
     let mut descrip = description.as_bytes().to_vec();
     descrip.resize(80, 0);
     h.descrip = descrip;
