@@ -8,8 +8,9 @@ use cementleak::anatomy::{segment, TargetHint};
 use cementleak::phantom::{generate_case, PhantomSpec};
 use cementleak::volume::{labels, PatientPosition};
 
-/// Seeds reserved for evaluation.
-const HELD_OUT: std::ops::Range<u64> = 9100..9112;
+/// Seeds reserved for evaluation (9100..9112 were used while choosing the wall cortex margin, so they are
+/// no longer held out).
+const HELD_OUT: std::ops::Range<u64> = 9200..9212;
 
 struct Stats {
     body: Vec<f64>,

@@ -13,7 +13,7 @@ use ndarray::{Array2, Array3};
 use serde::Serialize;
 
 /// Cortex is 700–1500 HU; after resampling blur it still stands this far above the marrow.
-const CORTEX_ABOVE_MARROW_HU: f32 = 250.0;
+const CORTEX_ABOVE_MARROW_HU: f32 = 100.0;
 /// A defect of the wall larger than this (about 5 x 5 mm) is a breach; smaller gaps are vessels and noise.
 const MAX_GAP_MM2: f64 = 25.0;
 /// Posterior bulge beyond the wall's median position that counts as retropulsion.
