@@ -115,3 +115,34 @@ fn phantom_overlay() {
         a.posterior_wall_intact, a.posterior_wall.defect_fraction, a.posterior_wall.largest_defect_mm2
     );
 }
+
+/// The same phantom patient scanned supine and prone: our labels agree in patient space.
+#[test]
+#[ignore = "slow (two phantom cases); run with --ignored"]
+fn phantom_supine_and_prone_agree() {
+    let mut scans = Vec::new();
+    for pos in [PatientPosition::Hfs, PatientPosition::Hfp] {
+        let mut spec = PhantomSpec::from_seed(9301);
+        spec.position = pos;
+        spec.matrix = 256;
+        spec.pixel_mm = Some(0.8);
+        spec.model_mm = 1.0;
+        spec.steps = Some(1);
+        spec.motion = false;
+        let case = generate_case(&spec).expect("case");
+        let scan = case.scans.last().expect("scan").clone();
+        let a = segment(&scan.ct, TargetHint::Auto).expect("segmentation");
+        scans.push((scan, a));
+    }
+    let (s0, a0) = &scans[0];
+    let (_, a1) = &scans[1];
+    let other = cementleak::volume::Volume::new(a1.labels.data.mapv(|v| v as f32), a1.labels.geometry);
+    let on0 = anatomy_support::labels_on_grid(&other, &s0.ct.geometry, s0.ct.shape());
+    let mut worst = 1.0f64;
+    for (name, l) in [("body", labels::VERTEBRAL_BODY), ("canal", labels::CANAL)] {
+        let d = dice(&a0.labels.data.mapv(|v| v == l), &on0.mapv(|v| v == l));
+        println!("{name}: Dice supine vs prone {d:.4}");
+        worst = worst.min(d);
+    }
+    assert!(worst >= 0.98, "worst Dice {worst:.4}");
+}
