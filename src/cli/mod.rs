@@ -2,6 +2,7 @@
 //! the typed errors of the library stages are classified here into exit codes.
 
 pub mod info;
+pub mod patches;
 pub mod phantom;
 pub mod segment;
 
