@@ -7,7 +7,9 @@
 //!
 //! Before any sample buffer is allocated the JPEG header must agree with the DICOM header (size, one grey
 //! component) and the image may not exceed that size (`TJPARAM_MAXPIXELS`), so a damaged stream cannot make
-//! the decoder allocate more than one frame.
+//! the decoder allocate more than one frame. A libjpeg warning (e.g. "premature end of data segment", after
+//! which the rest of the frame is filled in grey) fails the call, so a damaged frame is refused, never
+//! loaded half-grey.
 
 use turbojpeg_sys as tj;
 
