@@ -34,7 +34,8 @@ pub const PADDING_HU: f32 = -1024.0;
 /// Encapsulated encodings decoded here, frame by frame, instead of by dicom-pixeldata.
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum FrameCodec {
-    /// libjpeg-turbo: JPEG baseline (.50), extended incl. 12-bit (.51), lossless (.57, .70).
+    /// libjpeg-turbo: JPEG baseline (.50), extended incl. 12-bit (.51), lossless (.57, .70), retired
+    /// progressive (.53, .55).
     Jpeg,
     /// CharLS: JPEG-LS lossless (.80) and near-lossless (.81).
     JpegLs,
@@ -46,6 +47,7 @@ fn frame_codec(transfer_syntax: &str) -> Option<FrameCodec> {
         | "1.2.840.10008.1.2.4.51"
         | "1.2.840.10008.1.2.4.57"
         | "1.2.840.10008.1.2.4.70" => Some(FrameCodec::Jpeg),
+        t if super::lenient::RETIRED_JPEG_PROGRESSIVE.contains(&t) => Some(FrameCodec::Jpeg),
         "1.2.840.10008.1.2.4.80" | "1.2.840.10008.1.2.4.81" => Some(FrameCodec::JpegLs),
         _ => None,
     }
