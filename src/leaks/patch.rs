@@ -425,6 +425,13 @@ mod tests {
         assert!(leak.len() > 10, "scene has a leak");
         let [_, ny, nx] = ct.shape();
         let hfs = patch_for(&|v| *v, ct.clone(), lab.clone(), intra.clone(), &leak);
+        let (f, comp) = findings(&ct, intra.clone(), leak.clone());
+        let a = anatomy(lab.clone());
+        let t = std::time::Instant::now();
+        for _ in 0..10 {
+            assert!(extract_patch(&ct, &a, &f, &comp).is_ok());
+        }
+        println!("extract_patch: {:.2} ms per patch", t.elapsed().as_secs_f64() * 1e3 / 10.0);
         let hfp = patch_for(
             &|v| [v[0], ny - 1 - v[1], nx - 1 - v[2]],
             as_prone(&ct),
