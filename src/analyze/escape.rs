@@ -6,6 +6,15 @@
 //! counted as intravertebral and the scan said `reduce` instead of `stop`). The wall's plane comes from the
 //! median of the body's posterior edge across the canal, so a local bulge of cement does not move it; cement
 //! more than [`ESCAPE_MARGIN_MM`] behind it and within the canal's width cannot be inside the body.
+//!
+//! The wall's plane is only as good as the segmentation, and a body mask that is cut short puts the plane
+//! inside the body (measured on phantom seed 12: the plane 8 mm anterior of the true wall, and the net then
+//! called intravertebral cement a canal leak). So, when there is a baseline, a candidate must also be behind
+//! the cortex *as the baseline shows it*: walking anterior from the voxel the baseline meets cortical bone
+//! within [`CORTEX_SEARCH_MM`], and walking posterior it does not. Cement inside the body has the cortex
+//! behind it; cement in the canal has it in front. A component is moved when at least
+//! [`BEHIND_CORTEX_FRACTION`] of its candidate voxels pass (a leak through a breach has no cortex in front
+//! at the breach itself, but the cement spreading in the canal beside it has).
 
 use crate::cement::{CementComponent, CementFindings};
 use crate::leaks::rules::SiteFrame;
@@ -14,6 +23,11 @@ use std::collections::HashSet;
 
 /// Behind the wall plane by more than the cortex and a partial-volume voxel.
 pub const ESCAPE_MARGIN_MM: f64 = 2.0;
+/// How far to look for the cortex on either side, mm.
+pub const CORTEX_SEARCH_MM: f64 = 6.0;
+/// Cortical bone on the baseline: above marrow and lytic tissue, below nothing that matters here.
+const CORTEX_HU: f32 = 400.0;
+pub const BEHIND_CORTEX_FRACTION: f64 = 0.3;
 /// Cement-like density in an earlier scan (the cement stage's seed level), for `previous_ml`.
 const CEMENT_HU: f32 = 1000.0;
 
@@ -23,16 +37,26 @@ pub fn split_escaped(
     findings: &mut CementFindings,
     frame: &SiteFrame,
     scan: &CtVolume,
+    baseline: Option<&CtVolume>,
     previous: Option<&CtVolume>,
     min_leak_ml: f64,
 ) -> usize {
+    let to_base = findings.baseline_registration.unwrap_or_default();
+    let post = frame.posterior();
+    // Baseline cortex within the search distance from `p` along `dir`.
+    let cortex_toward = |base: &CtVolume, p: Lps, dir: crate::volume::Vec3| -> bool {
+        let steps = (CORTEX_SEARCH_MM / 0.5) as usize;
+        (1..=steps).any(|i| {
+            let q = to_base.apply(p + dir * (0.5 * i as f64));
+            base.at_lps(q).is_some_and(|h| *h >= CORTEX_HU)
+        })
+    };
+    let behind_cortex = |p: Lps| -> bool {
+        baseline.is_none_or(|b| cortex_toward(b, p, post * -1.0) && !cortex_toward(b, p, post))
+    };
     let g = findings.intravertebral.geometry;
-    let escaped: HashSet<[usize; 3]> = findings
-        .intravertebral
-        .data
-        .indexed_iter()
-        .filter(|(_, &c)| c)
-        .map(|((z, y, x), _)| [z, y, x])
+    let escaped: HashSet<[usize; 3]> = super::measure::mask_voxels(&findings.intravertebral)
+        .into_iter()
         .filter(|v| frame.behind_wall_in_canal(g.voxel_to_lps(*v), ESCAPE_MARGIN_MM))
         .collect();
     if escaped.is_empty() {
@@ -60,6 +84,15 @@ pub fn split_escaped(
         }
         let volume_ml = comp.len() as f64 * voxel_ml;
         if volume_ml < min_leak_ml {
+            continue;
+        }
+        let passing = comp.iter().filter(|v| behind_cortex(g.voxel_to_lps(**v))).count();
+        if (passing as f64) < BEHIND_CORTEX_FRACTION * comp.len() as f64 {
+            tracing::debug!(
+                volume_ml,
+                passing,
+                "cement behind the wall plane but not behind the cortex: kept"
+            );
             continue;
         }
         let (mut sum, mut max_hu) = ([0.0; 3], f32::MIN);

@@ -183,6 +183,7 @@ impl Analyzer {
             &mut findings,
             &frame,
             &scan.volume,
+            inputs.baseline.map(|s| &s.volume),
             inputs.previous.map(|s| &s.volume),
             self.params.min_leak_ml,
         );
@@ -214,6 +215,8 @@ impl Analyzer {
         let t = Instant::now();
         let wall_mm = measure::posterior_wall_distance_mm(&findings.intravertebral, &anatomy.posterior_wall);
         let cement_centroid = measure::centroid(&findings.intravertebral);
+        timing.insert("measure".to_string(), ms(t));
+        let t = Instant::now();
         let leak_reports: Vec<LeakReport> = leaks.iter().map(|l| self.leak_report(l)).collect();
         let observations: Vec<LeakObservation> = leak_reports
             .iter()
