@@ -119,7 +119,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     crate::cli::print_stdout(&format!(
         "{}: {} ({}); cement {:.2} mL, posterior wall {}; {:.0} ms; wrote {}\n",
         r.alert.level.name(),
-        r.alert.reasons.first().map_or("no finding that needs action", String::as_str),
+        r.alert
+            .reasons
+            .iter()
+            .find(|why| why.starts_with(r.alert.level.name()))
+            .map_or("no finding that needs action", String::as_str),
         site_summary(r),
         r.cement.intravertebral_volume_ml,
         r.cement.posterior_wall_distance_mm.map_or("-".into(), |d| format!("{d:.1} mm")),
