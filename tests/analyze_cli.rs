@@ -140,3 +140,58 @@ fn unusable_input_exits_2_without_a_report() {
         assert!(!out.join("report.json").exists(), "{args:?}: report.json left behind");
     }
 }
+
+/// With a model (`$CEMENTLEAK_MODEL`, else the project's `models/leak_site.onnx`) the report names it and
+/// every leak carries the model's probabilities; skipped when no model or no ONNX Runtime is installed.
+#[test]
+fn model_is_named_in_the_report() {
+    let model = std::env::var_os("CEMENTLEAK_MODEL")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("models/leak_site.onnx"));
+    if !model.is_file() {
+        eprintln!("SKIP: no leak-site model at {}", model.display());
+        return;
+    }
+    if let Err(e) = cementleak::leaks::model::LeakModel::load(&model) {
+        eprintln!("SKIP: the model does not load here ({e})");
+        return;
+    }
+    let mut spec = PhantomSpec::from_seed(31);
+    spec.matrix = 160;
+    spec.pixel_mm = Some(0.9);
+    spec.slices = Some(20);
+    spec.slice_thickness_mm = Some(2.5);
+    spec.model_mm = 1.0;
+    spec.leak_sites = Some(vec![cementleak::leaks::Site::Paraspinal]);
+    spec.steps = Some(1);
+    let case = generate_case(&spec).expect("phantom");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let p = |x: &Path| x.to_string_lossy().into_owned();
+    for (k, s) in case.scans.iter().enumerate() {
+        write_ct_nifti(&s.ct, &dir.path().join(format!("scan_{k}.nii.gz"))).expect("write scan");
+    }
+    let out = dir.path().join("out");
+    let o = cementleak(&[
+        "analyze",
+        "--scan",
+        &p(&dir.path().join("scan_1.nii.gz")),
+        "--baseline",
+        &p(&dir.path().join("scan_0.nii.gz")),
+        "--out",
+        &p(&out),
+        "--model",
+        &p(&model),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).expect("report.json"))
+            .expect("JSON");
+    assert_eq!(schema_errors(&report), Vec::<String>::new());
+    assert_eq!(report["generator"]["model"]["sha256"].as_str().map(str::len), Some(64));
+    for leak in report["leaks"].as_array().into_iter().flatten() {
+        let probs = leak["model_probabilities"].as_object().expect("probabilities");
+        let sum: f64 = probs.values().filter_map(|v| v.as_f64()).sum();
+        assert!((sum - 1.0).abs() < 0.01, "{probs:?}");
+        assert!(leak["rule_site"].is_string() && leak["model_site"].is_string());
+    }
+}
