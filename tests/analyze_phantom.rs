@@ -190,3 +190,42 @@ fn prone_and_supine_give_the_same_answer() {
         }
     }
 }
+
+/// Issue 5's specificity and site goals on held-out seeds of the other sites: no `stop` without a canal
+/// leak, and every true leak of 0.05 mL or more found at its site. Fails today because the anatomy stage
+/// places the posterior wall and canal inside the body on these phantoms (false canal leaks, wall distances
+/// near 0 mm); run with `cargo test --test analyze_phantom -- --include-ignored` to measure.
+#[test]
+#[ignore = "anatomy on phantoms puts the canal inside the body: false canal stops (see DEVELOPERS.md)"]
+fn no_stop_without_a_canal_leak_and_sites_found() {
+    let mut problems = Vec::new();
+    let cases = [
+        (41u64, PatientPosition::Hfp, Site::Disc),
+        (42, PatientPosition::Hfs, Site::Paraspinal),
+        (43, PatientPosition::Hfp, Site::PosteriorVein),
+    ];
+    for (seed, position, site) in cases {
+        let c = case(&spec(seed, position, vec![site], 3));
+        for (k, (report, truth)) in analyse_sequence(&c).into_iter().enumerate() {
+            let canal = truth.leaks.iter().any(|l| l.site == Site::Canal || l.foraminal);
+            if !canal && report.alert.level == AlertLevel::Stop {
+                problems.push(format!("seed {seed} scan {}: false stop: {}", k + 1, describe(&report)));
+            }
+            for l in truth.leaks.iter().filter(|l| l.volume_ml >= 0.05) {
+                let found = report
+                    .leaks
+                    .iter()
+                    .any(|r| r.site == l.site && r.centroid_lps_mm.distance(l.centroid_lps_mm) < 15.0);
+                if !found {
+                    problems.push(format!(
+                        "seed {seed} scan {}: {} {:.3} mL not found",
+                        k + 1,
+                        l.site,
+                        l.volume_ml
+                    ));
+                }
+            }
+        }
+    }
+    assert!(problems.is_empty(), "{problems:#?}");
+}
