@@ -8,8 +8,9 @@
 //! 3. a line is accepted where it is thin (ring mostly empty) over at least `min_line_length_mm`, and then
 //!    followed through saturated voxels into a mass (the needle tip inside cement) — with a baseline only as
 //!    far as the baseline was already saturated there, so new cement beyond the tip stays cement;
-//! 4. `core` = voxels within `needle_radius_mm` of the accepted segments, plus voxels saturated in both
-//!    scans; `band` = the further `metal_margin_mm` of blooming plus half the voxel's extent toward the axis
+//! 4. `core` = voxels within `needle_radius_mm` of the accepted segments, plus voxels saturated now where
+//!    the baseline was saturated in any stored voxel the resampled value was interpolated from (an oblique
+//!    needle grazing a thick slice is far from linear between slices); `band` = the further `metal_margin_mm` of blooming plus half the voxel's extent toward the axis
 //!    (steel saturates a voxel it only grazes), where a 1-2 voxel misregistration of a
 //!    3000 HU edge fakes a large rise. Band voxels never seed cement but cement may grow into them (cement
 //!    around the needle tip), so cement touching the needle is kept.
@@ -57,6 +58,7 @@ pub(crate) struct Metal {
     pub segments: Vec<Segment>,
 }
 
+/// `base` is the largest baseline value each crop voxel was interpolated from (`Resampled::support_max`).
 pub(crate) fn detect_metal(img: &[f32], base: Option<&[f32]>, grid: &Grid, s: &MetalSettings) -> Metal {
     let sat: Vec<bool> = img.iter().map(|&v| v >= s.metal_hu).collect();
     let mut segments = Vec::new();

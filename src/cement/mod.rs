@@ -39,6 +39,7 @@
 // Index loops over the three LPS / array axes read better than iterator chains here.
 #![allow(clippy::needless_range_loop)]
 
+mod artifacts;
 mod components;
 mod detect;
 mod grid;
@@ -243,7 +244,7 @@ pub fn detect(inputs: &CementInputs, params: &CementParams) -> Result<CementFind
     let mut bring = |vol: Option<&CtVolume>,
                      registered: Option<Result<RigidTransform, String>>,
                      what: &str|
-     -> Option<(RigidTransform, Vec<f32>)> {
+     -> Option<(RigidTransform, sample::Resampled)> {
         let vol = vol?;
         let t = match registered? {
             Ok(t) => t,
@@ -266,11 +267,11 @@ pub fn detect(inputs: &CementInputs, params: &CementParams) -> Result<CementFind
             return None;
         };
         let res = sample::resample(&sampler, &t, &g);
-        let outside = res.iter().filter(|v| v.is_nan()).count();
-        if outside * 20 > res.len() {
+        let outside = res.value.iter().filter(|v| v.is_nan()).count();
+        if outside * 20 > res.value.len() {
             warnings.push(format!(
                 "{what} scan covers only {:.0}% of the region around the vertebra",
-                100.0 * (1.0 - outside as f64 / res.len() as f64)
+                100.0 * (1.0 - outside as f64 / res.value.len() as f64)
             ));
         }
         Some((t, res))
@@ -285,12 +286,14 @@ pub fn detect(inputs: &CementInputs, params: &CementParams) -> Result<CementFind
                 .into(),
         );
     }
-    let base_img = base.as_ref().map(|b| b.1.as_slice());
+    let base_before =
+        base.as_ref().map(|b| detect::Before { value: &b.1.value, support_max: &b.1.support_max });
+    let base_img = base_before.map(|b| b.value);
 
     tracing::debug!(ms = t0.elapsed().as_secs_f64() * 1e3, roi = ?g.shape, "registered and resampled");
     let metal = metal::detect_metal(
         &img,
-        base_img,
+        base_before.map(|b| b.support_max),
         &g,
         &metal::MetalSettings {
             metal_hu: params.metal_hu,
@@ -305,7 +308,20 @@ pub fn detect(inputs: &CementInputs, params: &CementParams) -> Result<CementFind
         let inner = morph::erode(&body, g.shape, g.radius_voxels(params.cortex_shell_mm, 1));
         (0..g.len()).map(|i| body[i] && !inner[i]).collect::<Vec<bool>>()
     };
-    let cement = detect::cement_mask(&img, base_img, &metal.core, &metal.band, &cortex, &g, params);
+    let region = morph::dilate(&body, g.shape, g.radius_voxels(params.body_tolerance_mm, 0));
+    let metal_any: Vec<bool> = (0..g.len()).map(|i| metal.core[i] || metal.band[i]).collect();
+    // Cement of one scan (this one, or the previous one resampled): the voxel rules, then the leak
+    // candidates that are artefacts removed.
+    let find_cement = |im: &[f32]| -> Vec<bool> {
+        let cm = detect::cement_mask(im, base_before, &metal.core, &metal.band, &cortex, &g, params);
+        let mut mask = cm.mask;
+        let rejected = artifacts::reject(im, base_img, &mut mask, &cm.seed, &region, &metal_any, &g);
+        if !rejected.is_empty() {
+            tracing::debug!(?rejected, "leak candidates rejected as artefacts");
+        }
+        mask
+    };
+    let cement = find_cement(&img);
     tracing::debug!(ms = t0.elapsed().as_secs_f64() * 1e3, "cement mask");
     let density = components::cement_density(&img, &cement, &g, 2000.0);
     // Metal as reported: the core, and the blooming band where it did not turn out to be cement.
@@ -313,15 +329,15 @@ pub fn detect(inputs: &CementInputs, params: &CementParams) -> Result<CementFind
         (0..g.len()).map(|i| metal.core[i] || (metal.band[i] && !cement[i])).collect();
     let frac = components::fraction_map(&img, base_img, &cement, &metal_mask, &body, &g, density);
 
-    let prev_frac = prev.as_ref().map(|(_, pimg)| {
-        let pc = detect::cement_mask(pimg, base_img, &metal.core, &metal.band, &cortex, &g, params);
+    let prev_frac = prev.as_ref().map(|(_, p)| {
+        let pimg = &p.value;
+        let pc = find_cement(pimg);
         let pd = components::cement_density(pimg, &pc, &g, density);
         let pm: Vec<bool> = (0..g.len()).map(|i| metal.core[i] || (metal.band[i] && !pc[i])).collect();
         components::fraction_map(pimg, base_img, &pc, &pm, &body, &g, pd)
     });
 
     tracing::debug!(ms = t0.elapsed().as_secs_f64() * 1e3, "fractions");
-    let region = morph::dilate(&body, g.shape, g.radius_voxels(params.body_tolerance_mm, 0));
     let split = components::split(
         &img,
         &cement,
