@@ -237,7 +237,16 @@ pub fn detect(inputs: &CementInputs, params: &CementParams) -> Result<CementFind
         margin_mm: 10.0,
     };
     // The two registrations are independent: run them side by side.
-    let register_one = |vol: Option<&CtVolume>| vol.map(|v| register::register(&img, &g, body_box, v, &reg));
+    // The current scan's side (smoothing, points) is prepared once for both earlier scans.
+    let fixed = (inputs.baseline.is_some() || inputs.previous.is_some())
+        .then(|| register::Fixed::prepare(&img, &g, body_box, &reg));
+    let register_one = |vol: Option<&CtVolume>| {
+        vol.map(|v| match &fixed {
+            Some(Ok(fx)) => register::register_onto(fx, v, &reg),
+            Some(Err(why)) => Err(why.clone()),
+            None => Err("nothing to register".into()),
+        })
+    };
     let (reg_base, reg_prev) =
         rayon::join(|| register_one(inputs.baseline), || register_one(inputs.previous));
     tracing::debug!(ms = t0.elapsed().as_secs_f64() * 1e3, "registrations");
