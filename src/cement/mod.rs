@@ -9,13 +9,19 @@
 //!
 //! Steps (each in its own module):
 //! 1. `grid`: crop a box around the body (`roi_margin_mm`); everything below works on it.
-//! 2. `register`: rigid registration of baseline and previous onto the scan (LPS mm, so the grids may differ);
-//!    a failure falls back to identity with a warning. `sample`: each earlier scan is resampled (trilinear)
-//!    at the registered position of every crop voxel.
-//! 3. `metal`: thin straight saturated lines (needle, thermocouple), removed with their blooming.
+//! 2. `register`: rigid registration of baseline and previous onto the scan (LPS mm, so the grids may differ;
+//!    the scan's side is prepared once for both); a failure falls back to identity with a warning. `sample`:
+//!    each earlier scan is resampled (trilinear) at the registered position of every crop voxel, with the
+//!    largest stored value the interpolation drew on (a thin needle or wire grazing a thick slice is not
+//!    linear between slices: seeds must rise above that bound).
+//! 3. `metal`: thin straight saturated lines (needle, thermocouple), and thin straight lines >= 1800 HU on
+//!    the baseline (a wire that does not saturate), removed with their blooming.
 //! 4. `detect`: hysteresis on density, gated by the rise over the baseline (or density + anatomy rules
 //!    without a baseline — less specific, and said so in `warnings`).
-//! 5. `components`: partial-volume volumes; cement inside the body (grown by `body_tolerance_mm`) is
+//! 5. `artifacts`: leak candidates that do not stand out from the streak clutter around them (rise over
+//!    the baseline at least 3x the 90th percentile of |rise| in a 3-10 mm ring) are removed — metal
+//!    streaks differ between scans, so their residues crossing bone look like new dense material.
+//! 6. `components`: partial-volume volumes; cement inside the body (grown by `body_tolerance_mm`) is
 //!    intravertebral, the rest is grouped into 26-connected leak components; components under
 //!    `min_leak_ml` are dropped as noise; each leak gets its volume in the previous scan.
 //!
