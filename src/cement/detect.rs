@@ -15,15 +15,15 @@ use super::CementParams;
 /// `band` voxels (the needle's blooming) never seed and are grown into only at seed-level contrast.
 pub(crate) fn cement_mask(
     img: &[f32],
-    base: Option<&[f32]>,
+    base: Option<Before>,
     metal: &[bool],
     band: &[bool],
     cortex: &[bool],
     grid: &Grid,
     t: &CementParams,
-) -> Vec<bool> {
+) -> CementMask {
     let n = grid.len();
-    let needs_density_rule = base.is_none_or(|b| b.iter().any(|v| v.is_nan()));
+    let needs_density_rule = base.is_none_or(|b| b.value.iter().any(|v| v.is_nan()));
     let thick = if needs_density_rule {
         let dense: Vec<bool> = (0..n).map(|i| img[i] >= t.no_baseline_seed_hu && !metal[i]).collect();
         let one = [1, 1, 1];
@@ -38,11 +38,17 @@ pub(crate) fn cement_mask(
         if metal[i] || v.is_nan() {
             continue;
         }
-        match base.map(|b| b[i]).filter(|b| !b.is_nan()) {
-            Some(b) => {
+        match base.map(|b| (b.value[i], b.support_max[i])).filter(|b| !b.0.is_nan()) {
+            Some((b, hi)) => {
                 let rise = v - b;
-                seed[i] = !band[i] && v >= t.seed_hu && rise >= t.seed_rise_hu;
-                grow[i] = v >= t.grow_hu && rise >= if band[i] { t.seed_rise_hu } else { t.grow_rise_hu };
+                // Seeds must rise above everything the baseline had where this voxel was interpolated from,
+                // and so must voxels next to the baseline's metal: a needle grazing a thick slice is not
+                // linear between slices.
+                let sure_rise = v - hi;
+                seed[i] = !band[i] && v >= t.seed_hu && rise >= t.seed_rise_hu && sure_rise >= t.seed_rise_hu;
+                grow[i] = v >= t.grow_hu
+                    && rise >= if band[i] { t.seed_rise_hu } else { t.grow_rise_hu }
+                    && (hi < t.metal_hu || sure_rise >= t.grow_rise_hu);
             }
             None => {
                 let allowed = !cortex[i] || thick[i];
@@ -61,5 +67,18 @@ pub(crate) fn cement_mask(
             }
         }
     }
-    mask
+    CementMask { mask, seed }
+}
+
+/// An earlier scan resampled onto the crop (see `sample::Resampled`).
+#[derive(Clone, Copy)]
+pub(crate) struct Before<'a> {
+    pub value: &'a [f32],
+    pub support_max: &'a [f32],
+}
+
+pub(crate) struct CementMask {
+    pub mask: Vec<bool>,
+    /// Voxels that are cement on their own evidence (the hysteresis seeds).
+    pub seed: Vec<bool>,
 }

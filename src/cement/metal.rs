@@ -8,8 +8,9 @@
 //! 3. a line is accepted where it is thin (ring mostly empty) over at least `min_line_length_mm`, and then
 //!    followed through saturated voxels into a mass (the needle tip inside cement) — with a baseline only as
 //!    far as the baseline was already saturated there, so new cement beyond the tip stays cement;
-//! 4. `core` = voxels within `needle_radius_mm` of the accepted segments, plus voxels saturated in both
-//!    scans; `band` = the further `metal_margin_mm` of blooming plus half the voxel's extent toward the axis
+//! 4. `core` = voxels within `needle_radius_mm` of the accepted segments, plus voxels saturated now where
+//!    the baseline was saturated in any stored voxel the resampled value was interpolated from (an oblique
+//!    needle grazing a thick slice is far from linear between slices); `band` = the further `metal_margin_mm` of blooming plus half the voxel's extent toward the axis
 //!    (steel saturates a voxel it only grazes), where a 1-2 voxel misregistration of a
 //!    3000 HU edge fakes a large rise. Band voxels never seed cement but cement may grow into them (cement
 //!    around the needle tip), so cement touching the needle is kept.
@@ -48,6 +49,13 @@ pub(crate) struct MetalSettings {
     pub min_line_length_mm: f64,
 }
 
+/// Thin straight lines at least this dense on the baseline (above cortex, up to ~1500 HU, and bone islands,
+/// 1200-1300 HU) are devices even when they do not saturate.
+const BASELINE_DEVICE_HU: f32 = 1800.0;
+
+/// Longest empty stretch a line may bridge, mm.
+const MAX_GAP_MM: f64 = 5.0;
+
 /// Width of the ring outside the line used to tell thin lines from masses, mm.
 const RING_MM: f64 = 3.0;
 
@@ -57,15 +65,34 @@ pub(crate) struct Metal {
     pub segments: Vec<Segment>,
 }
 
+/// `base` is the largest baseline value each crop voxel was interpolated from (`Resampled::support_max`).
 pub(crate) fn detect_metal(img: &[f32], base: Option<&[f32]>, grid: &Grid, s: &MetalSettings) -> Metal {
     let sat: Vec<bool> = img.iter().map(|&v| v >= s.metal_hu).collect();
     let mut segments = Vec::new();
-    for comp in morph::components26(&sat, grid.shape) {
-        if comp.len() < 4 {
-            continue;
-        }
-        let pts: Vec<Lps> = comp.iter().map(|&i| grid.lps(i)).collect();
+    for pts in groups(&sat, grid) {
+        tracing::trace!(voxels = pts.len(), at = %pts[0], "saturated group");
         segments.extend(fit_lines(&pts, base, grid, s));
+    }
+    // A thermocouple wire (0.9 mm) often does not saturate at partial volume, and how bright it reads
+    // depends on where it falls between slices, which changes with every small motion. The baseline has
+    // no cement, so there any thin straight line above cortex and bone-island density is a device; its
+    // place on the crop is known from the registered baseline.
+    if let Some(b) = base {
+        let bright: Vec<bool> = b.iter().map(|&v| v >= BASELINE_DEVICE_HU).collect();
+        let lower = MetalSettings { metal_hu: BASELINE_DEVICE_HU, ..*s };
+        let mut loose = Vec::new();
+        for pts in groups(&bright, grid) {
+            let found = fit_lines(&pts, None, grid, &lower);
+            tracing::trace!(voxels = pts.len(), at = %pts[0], lines = found.len(), "bright baseline group");
+            if found.is_empty() {
+                loose.extend(pts);
+            }
+            segments.extend(found);
+        }
+        // Pieces too short for a line on their own may still line up.
+        if loose.len() >= 4 {
+            segments.extend(fit_lines(&loose, None, grid, &lower));
+        }
     }
     let mut core = vec![false; grid.len()];
     let mut band = vec![false; grid.len()];
@@ -105,6 +132,18 @@ pub(crate) fn detect_metal(img: &[f32], base: Option<&[f32]>, grid: &Grid, s: &M
         band[i] &= !core[i];
     }
     Metal { core, band, segments }
+}
+
+/// Positions of the `mask` voxels, grouped by 26-connectivity after a one-voxel dilation: a thin oblique
+/// wire at partial volume is a chain of short pieces, one per slice, that only touch diagonally or not at
+/// all. Groups of fewer than 4 voxels are dropped.
+fn groups(mask: &[bool], grid: &Grid) -> Vec<Vec<Lps>> {
+    let joined = morph::dilate(mask, grid.shape, [1, 1, 1]);
+    morph::components26(&joined, grid.shape)
+        .into_iter()
+        .map(|comp| comp.into_iter().filter(|&i| mask[i]).map(|i| grid.lps(i)).collect::<Vec<Lps>>())
+        .filter(|pts| pts.len() >= 4)
+        .collect()
 }
 
 /// Crop-index box around a segment grown by `r` mm.
@@ -257,14 +296,24 @@ fn thin_run(
         }
     }
     let thin: Vec<bool> = (0..nb).map(|b| cyl[b] > 0 && ring[b] * 2 <= cyl[b]).collect();
-    // Longest run of thin bins.
-    let (mut best, mut start) = ((0usize, 0usize), 0usize);
+    // Longest run of thin bins, bridging short empty stretches (a wire dimmed where it falls between
+    // slices); a thick bin (a mass) ends the run.
+    let max_gap = (MAX_GAP_MM / w).floor() as usize;
+    let (mut best, mut start, mut last) = ((0usize, 0usize), None::<usize>, 0usize);
     for b in 0..=nb {
-        if b == nb || !thin[b] {
-            if b - start > best.1 - best.0 {
-                best = (start, b);
+        let end_run = b == nb || (cyl[b] > 0 && !thin[b]) || (cyl[b] == 0 && b - last > max_gap);
+        if end_run {
+            if let Some(st) = start {
+                if last + 1 - st > best.1 - best.0 {
+                    best = (st, last + 1);
+                }
             }
-            start = b + 1;
+            start = None;
+            continue;
+        }
+        if thin[b] {
+            start.get_or_insert(b);
+            last = b;
         }
     }
     let (mut lo, mut hi) = best;

@@ -9,13 +9,19 @@
 //!
 //! Steps (each in its own module):
 //! 1. `grid`: crop a box around the body (`roi_margin_mm`); everything below works on it.
-//! 2. `register`: rigid registration of baseline and previous onto the scan (LPS mm, so the grids may differ);
-//!    a failure falls back to identity with a warning. `sample`: each earlier scan is resampled (trilinear)
-//!    at the registered position of every crop voxel.
-//! 3. `metal`: thin straight saturated lines (needle, thermocouple), removed with their blooming.
+//! 2. `register`: rigid registration of baseline and previous onto the scan (LPS mm, so the grids may differ;
+//!    the scan's side is prepared once for both); a failure falls back to identity with a warning. `sample`:
+//!    each earlier scan is resampled (trilinear) at the registered position of every crop voxel, with the
+//!    largest stored value the interpolation drew on (a thin needle or wire grazing a thick slice is not
+//!    linear between slices: seeds must rise above that bound).
+//! 3. `metal`: thin straight saturated lines (needle, thermocouple), and thin straight lines >= 1800 HU on
+//!    the baseline (a wire that does not saturate), removed with their blooming.
 //! 4. `detect`: hysteresis on density, gated by the rise over the baseline (or density + anatomy rules
 //!    without a baseline — less specific, and said so in `warnings`).
-//! 5. `components`: partial-volume volumes; cement inside the body (grown by `body_tolerance_mm`) is
+//! 5. `artifacts`: leak candidates that do not stand out from the streak clutter around them (rise over
+//!    the baseline at least 3x the 90th percentile of |rise| in a 3-10 mm ring) are removed — metal
+//!    streaks differ between scans, so their residues crossing bone look like new dense material.
+//! 6. `components`: partial-volume volumes; cement inside the body (grown by `body_tolerance_mm`) is
 //!    intravertebral, the rest is grouped into 26-connected leak components; components under
 //!    `min_leak_ml` are dropped as noise; each leak gets its volume in the previous scan.
 //!
@@ -39,6 +45,7 @@
 // Index loops over the three LPS / array axes read better than iterator chains here.
 #![allow(clippy::needless_range_loop)]
 
+mod artifacts;
 mod components;
 mod detect;
 mod grid;
@@ -236,14 +243,23 @@ pub fn detect(inputs: &CementInputs, params: &CementParams) -> Result<CementFind
         margin_mm: 10.0,
     };
     // The two registrations are independent: run them side by side.
-    let register_one = |vol: Option<&CtVolume>| vol.map(|v| register::register(&img, &g, body_box, v, &reg));
+    // The current scan's side (smoothing, points) is prepared once for both earlier scans.
+    let fixed = (inputs.baseline.is_some() || inputs.previous.is_some())
+        .then(|| register::Fixed::prepare(&img, &g, body_box, &reg));
+    let register_one = |vol: Option<&CtVolume>| {
+        vol.map(|v| match &fixed {
+            Some(Ok(fx)) => register::register_onto(fx, v, &reg),
+            Some(Err(why)) => Err(why.clone()),
+            None => Err("nothing to register".into()),
+        })
+    };
     let (reg_base, reg_prev) =
         rayon::join(|| register_one(inputs.baseline), || register_one(inputs.previous));
     tracing::debug!(ms = t0.elapsed().as_secs_f64() * 1e3, "registrations");
     let mut bring = |vol: Option<&CtVolume>,
                      registered: Option<Result<RigidTransform, String>>,
                      what: &str|
-     -> Option<(RigidTransform, Vec<f32>)> {
+     -> Option<(RigidTransform, sample::Resampled)> {
         let vol = vol?;
         let t = match registered? {
             Ok(t) => t,
@@ -266,11 +282,11 @@ pub fn detect(inputs: &CementInputs, params: &CementParams) -> Result<CementFind
             return None;
         };
         let res = sample::resample(&sampler, &t, &g);
-        let outside = res.iter().filter(|v| v.is_nan()).count();
-        if outside * 20 > res.len() {
+        let outside = res.value.iter().filter(|v| v.is_nan()).count();
+        if outside * 20 > res.value.len() {
             warnings.push(format!(
                 "{what} scan covers only {:.0}% of the region around the vertebra",
-                100.0 * (1.0 - outside as f64 / res.len() as f64)
+                100.0 * (1.0 - outside as f64 / res.value.len() as f64)
             ));
         }
         Some((t, res))
@@ -285,12 +301,14 @@ pub fn detect(inputs: &CementInputs, params: &CementParams) -> Result<CementFind
                 .into(),
         );
     }
-    let base_img = base.as_ref().map(|b| b.1.as_slice());
+    let base_before =
+        base.as_ref().map(|b| detect::Before { value: &b.1.value, support_max: &b.1.support_max });
+    let base_img = base_before.map(|b| b.value);
 
     tracing::debug!(ms = t0.elapsed().as_secs_f64() * 1e3, roi = ?g.shape, "registered and resampled");
     let metal = metal::detect_metal(
         &img,
-        base_img,
+        base_before.map(|b| b.support_max),
         &g,
         &metal::MetalSettings {
             metal_hu: params.metal_hu,
@@ -299,13 +317,26 @@ pub fn detect(inputs: &CementInputs, params: &CementParams) -> Result<CementFind
             min_line_length_mm: params.min_line_length_mm,
         },
     );
-    tracing::debug!(segments = metal.segments.len(), ms = t0.elapsed().as_secs_f64() * 1e3, "metal lines");
+    tracing::debug!(segments = ?metal.segments, ms = t0.elapsed().as_secs_f64() * 1e3, "metal lines");
 
     let cortex = {
         let inner = morph::erode(&body, g.shape, g.radius_voxels(params.cortex_shell_mm, 1));
         (0..g.len()).map(|i| body[i] && !inner[i]).collect::<Vec<bool>>()
     };
-    let cement = detect::cement_mask(&img, base_img, &metal.core, &metal.band, &cortex, &g, params);
+    let region = morph::dilate(&body, g.shape, g.radius_voxels(params.body_tolerance_mm, 0));
+    let metal_any: Vec<bool> = (0..g.len()).map(|i| metal.core[i] || metal.band[i]).collect();
+    // Cement of one scan (this one, or the previous one resampled): the voxel rules, then the leak
+    // candidates that are artefacts removed.
+    let find_cement = |im: &[f32]| -> Vec<bool> {
+        let cm = detect::cement_mask(im, base_before, &metal.core, &metal.band, &cortex, &g, params);
+        let mut mask = cm.mask;
+        let rejected = artifacts::reject(im, base_img, &mut mask, &cm.seed, &region, &metal_any, &g);
+        if !rejected.is_empty() {
+            tracing::debug!(?rejected, "leak candidates rejected as artefacts");
+        }
+        mask
+    };
+    let cement = find_cement(&img);
     tracing::debug!(ms = t0.elapsed().as_secs_f64() * 1e3, "cement mask");
     let density = components::cement_density(&img, &cement, &g, 2000.0);
     // Metal as reported: the core, and the blooming band where it did not turn out to be cement.
@@ -313,15 +344,15 @@ pub fn detect(inputs: &CementInputs, params: &CementParams) -> Result<CementFind
         (0..g.len()).map(|i| metal.core[i] || (metal.band[i] && !cement[i])).collect();
     let frac = components::fraction_map(&img, base_img, &cement, &metal_mask, &body, &g, density);
 
-    let prev_frac = prev.as_ref().map(|(_, pimg)| {
-        let pc = detect::cement_mask(pimg, base_img, &metal.core, &metal.band, &cortex, &g, params);
+    let prev_frac = prev.as_ref().map(|(_, p)| {
+        let pimg = &p.value;
+        let pc = find_cement(pimg);
         let pd = components::cement_density(pimg, &pc, &g, density);
         let pm: Vec<bool> = (0..g.len()).map(|i| metal.core[i] || (metal.band[i] && !pc[i])).collect();
         components::fraction_map(pimg, base_img, &pc, &pm, &body, &g, pd)
     });
 
     tracing::debug!(ms = t0.elapsed().as_secs_f64() * 1e3, "fractions");
-    let region = morph::dilate(&body, g.shape, g.radius_voxels(params.body_tolerance_mm, 0));
     let split = components::split(
         &img,
         &cement,

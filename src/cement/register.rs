@@ -126,6 +126,7 @@ pub(crate) struct RegSettings {
 
 /// Register `moving` onto the crop `fixed` (the current scan around the body). `body_box` is the body's
 /// bounding box in crop coordinates. Returns the map from current-scan LPS to moving-scan LPS, or why not.
+#[cfg(test)]
 pub(crate) fn register(
     fixed: &[f32],
     grid: &Grid,
@@ -133,29 +134,122 @@ pub(crate) fn register(
     moving: &CtVolume,
     s: &RegSettings,
 ) -> Result<RigidTransform, String> {
-    // The registration box: the body and its immediate bony surroundings.
-    let m = grid.radius_voxels(s.margin_mm, 1);
-    let (ilo, ihi) = grow_box(body_box.0, body_box.1, m, grid.shape);
-    // Smoothing needs real neighbours: pad by three coarse sigmas, and take points only inside the box.
-    let pad = grid
-        .geometry
-        .spacing
-        .zyx()
-        .map(|v| (3.0 * (COARSE_SIGMA_MM / v).max(MIN_SIGMA_VOXELS)).ceil() as usize + 1);
-    let (lo, hi) = grow_box(ilo, ihi, pad, grid.shape);
-    let fg = Grid::from_box(&grid.geometry, lo, hi);
-    let inner = |i: usize| {
-        let c = fg.coords(i);
-        (0..3).all(|a| c[a] + lo[a] >= ilo[a] && c[a] + lo[a] <= ihi[a])
-    };
-    let mut fdata = Vec::with_capacity(fg.len());
-    for z in lo[0]..=hi[0] {
-        for y in lo[1]..=hi[1] {
-            let row = grid.idx([z, y, lo[2]]);
-            fdata.extend_from_slice(&fixed[row..row + fg.shape[2]]);
-        }
-    }
+    register_onto(&Fixed::prepare(fixed, grid, body_box, s)?, moving, s)
+}
 
+/// The current scan's side of a registration (smoothed crops and the points), shared by every earlier scan
+/// registered onto it.
+pub(crate) struct Fixed {
+    fg: Grid,
+    /// Smoothed at the coarse and the fine level.
+    levels: [Vec<f32>; 2],
+    pts: Vec<Lps>,
+    centre: Lps,
+}
+
+impl Fixed {
+    pub(crate) fn prepare(
+        fixed: &[f32],
+        grid: &Grid,
+        body_box: ([usize; 3], [usize; 3]),
+        s: &RegSettings,
+    ) -> Result<Fixed, String> {
+        // The registration box: the body and its immediate bony surroundings.
+        let m = grid.radius_voxels(s.margin_mm, 1);
+        let (ilo, ihi) = grow_box(body_box.0, body_box.1, m, grid.shape);
+        // Smoothing needs real neighbours: pad by three coarse sigmas, and take points only inside the box.
+        let pad = grid
+            .geometry
+            .spacing
+            .zyx()
+            .map(|v| (3.0 * (COARSE_SIGMA_MM / v).max(MIN_SIGMA_VOXELS)).ceil() as usize + 1);
+        let (lo, hi) = grow_box(ilo, ihi, pad, grid.shape);
+        let fg = Grid::from_box(&grid.geometry, lo, hi);
+        let inner = |i: usize| {
+            let c = fg.coords(i);
+            (0..3).all(|a| c[a] + lo[a] >= ilo[a] && c[a] + lo[a] <= ihi[a])
+        };
+        let mut fdata = Vec::with_capacity(fg.len());
+        for z in lo[0]..=hi[0] {
+            for y in lo[1]..=hi[1] {
+                let row = grid.idx([z, y, lo[2]]);
+                fdata.extend_from_slice(&fixed[row..row + fg.shape[2]]);
+            }
+        }
+
+        // Points: strongest edges of bone near the body, away from anything >= 1800 HU (metal, cement).
+        let hyper: Vec<bool> = fdata.iter().map(|&v| v >= 1800.0).collect();
+        let near_hyper = morph::dilate(&hyper, fg.shape, fg.radius_voxels(3.0, 1));
+        let fine_sigma = FINE_SIGMA_MM;
+        let sig = |mm: f64, sp: [f64; 3]| sp.map(|v| (mm / v).max(MIN_SIGMA_VOXELS));
+        // The two smoothings are independent.
+        let (fsm_coarse, fsm_fine) = rayon::join(
+            || smooth(&fdata, fg.shape, sig(COARSE_SIGMA_MM, fg.geometry.spacing.zyx())),
+            || smooth(&fdata, fg.shape, sig(fine_sigma, fg.geometry.spacing.zyx())),
+        );
+        // Gradient magnitude by central differences on the array (mm from the spacing): only a ranking.
+        let fsp = fg.geometry.spacing.zyx();
+        let strides = [fg.shape[1] * fg.shape[2], fg.shape[2], 1];
+        let mut cand: Vec<(f64, usize)> = (0..fg.len())
+            .into_par_iter()
+            .filter(|&i| (150.0..=1500.0).contains(&fdata[i]) && !near_hyper[i] && inner(i))
+            .map(|i| {
+                let c = fg.coords(i);
+                let mut g2 = 0.0f64;
+                for a in 0..3 {
+                    let lo = if c[a] > 0 { i - strides[a] } else { i };
+                    let hi = if c[a] + 1 < fg.shape[a] { i + strides[a] } else { i };
+                    let steps = ((hi - lo) / strides[a]).max(1) as f64;
+                    let d = (fsm_fine[hi] - fsm_fine[lo]) as f64 / (steps * fsp[a]);
+                    g2 += d * d;
+                }
+                (g2.sqrt(), i)
+            })
+            .collect();
+        if cand.len() < 200 {
+            return Err(format!("only {} bone voxels near the body to register on", cand.len()));
+        }
+        let n = s.points.min(cand.len());
+        cand.select_nth_unstable_by(n - 1, |a, b| b.0.total_cmp(&a.0));
+        cand.truncate(n);
+        let points: Vec<usize> = cand.iter().map(|c| c.1).collect();
+        // Points sit at scattered sub-voxel positions, so both scans are interpolated at varied phases and the
+        // interpolation error of a few planar edges (endplates between thick slices) averages out instead of
+        // pulling the fit toward the current scan's slice grid.
+        let pts: Vec<Lps> = points
+            .iter()
+            .enumerate()
+            .map(|(k, &i)| {
+                let c = fg.coords(i);
+                let j = jitter(k as u64);
+                fg.geometry.index_to_lps([0, 1, 2].map(|a| c[a] as f64 + j[a]))
+            })
+            .collect();
+        let centre = {
+            let mut c = [0.0; 3];
+            for p in &pts {
+                for a in 0..3 {
+                    c[a] += p.0[a] / pts.len() as f64;
+                }
+            }
+            Lps(c)
+        };
+
+        Ok(Fixed { fg, levels: [fsm_coarse, fsm_fine], pts, centre })
+    }
+}
+
+/// Register `moving` onto the prepared current scan.
+pub(crate) fn register_onto(
+    fx: &Fixed,
+    moving: &CtVolume,
+    s: &RegSettings,
+) -> Result<RigidTransform, String> {
+    let fg = fx.fg;
+    let pts = fx.pts.as_slice();
+    let centre = fx.centre;
+    let fine_sigma = FINE_SIGMA_MM;
+    let sig = |mm: f64, sp: [f64; 3]| sp.map(|v| (mm / v).max(MIN_SIGMA_VOXELS));
     // The matching box of the moving scan, wide enough for the largest motion accepted.
     let mshape = moving.shape();
     if mshape.contains(&0) {
@@ -192,82 +286,34 @@ pub(crate) fn register(
     let mdata: Vec<f32> =
         mg.crop(moving).into_iter().map(|v| if v.is_finite() { v } else { -1024.0 }).collect();
 
-    // Points: strongest edges of bone near the body, away from anything >= 1800 HU (metal, cement).
-    let hyper: Vec<bool> = fdata.iter().map(|&v| v >= 1800.0).collect();
-    let near_hyper = morph::dilate(&hyper, fg.shape, fg.radius_voxels(3.0, 1));
-    let fine_sigma = FINE_SIGMA_MM;
-    let sig = |mm: f64, sp: [f64; 3]| sp.map(|v| (mm / v).max(MIN_SIGMA_VOXELS));
-    let fsm_fine = smooth(&fdata, fg.shape, sig(fine_sigma, fg.geometry.spacing.zyx()));
-    let fs = Sampler::new(&fsm_fine, fg.shape, fg.geometry).ok_or("degenerate scan geometry")?;
-    let mut cand: Vec<(f64, usize)> = (0..fg.len())
-        .into_par_iter()
-        .filter(|&i| (150.0..=1500.0).contains(&fdata[i]) && !near_hyper[i] && inner(i))
-        .filter_map(|i| {
-            let (_, g) = fs.value_grad(fg.lps(i))?;
-            Some(((g[0] * g[0] + g[1] * g[1] + g[2] * g[2]).sqrt(), i))
-        })
-        .collect();
-    if cand.len() < 200 {
-        return Err(format!("only {} bone voxels near the body to register on", cand.len()));
-    }
-    let n = s.points.min(cand.len());
-    cand.select_nth_unstable_by(n - 1, |a, b| b.0.total_cmp(&a.0));
-    cand.truncate(n);
-    let points: Vec<usize> = cand.iter().map(|c| c.1).collect();
-    // Points sit at scattered sub-voxel positions, so both scans are interpolated at varied phases and the
-    // interpolation error of a few planar edges (endplates between thick slices) averages out instead of
-    // pulling the fit toward the current scan's slice grid.
-    let pts: Vec<Lps> = points
-        .iter()
-        .enumerate()
-        .map(|(k, &i)| {
-            let c = fg.coords(i);
-            let j = jitter(k as u64);
-            fg.geometry.index_to_lps([0, 1, 2].map(|a| c[a] as f64 + j[a]))
-        })
-        .collect();
-    let centre = {
-        let mut c = [0.0; 3];
-        for p in &pts {
-            for a in 0..3 {
-                c[a] += p.0[a] / pts.len() as f64;
-            }
-        }
-        Lps(c)
-    };
-
     let mut t = RigidTransform::identity();
     let mut iterations = [0usize; 2];
     let mut identity_cost = None;
     let mut final_cost = f64::INFINITY;
     for (level, sigma) in [COARSE_SIGMA_MM, fine_sigma].into_iter().enumerate() {
-        let fsm = if level == 1 {
-            fsm_fine.clone()
-        } else {
-            smooth(&fdata, fg.shape, sig(sigma, fg.geometry.spacing.zyx()))
-        };
+        let fsm = &fx.levels[level];
         let msm = smooth(&mdata, mg.shape, sig(sigma, mg.geometry.spacing.zyx()));
         let ms =
             Sampler::new(&msm, mg.shape, mg.geometry).ok_or("degenerate geometry of the earlier scan")?;
-        let fsamp = Sampler::new(&fsm, fg.shape, fg.geometry).ok_or("degenerate scan geometry")?;
+        let fsamp = Sampler::new(fsm, fg.shape, fg.geometry).ok_or("degenerate scan geometry")?;
         let fvals: Vec<f64> = pts.iter().map(|p| fsamp.value(*p).map_or(f64::NAN, |v| v as f64)).collect();
         if level == 1 {
-            identity_cost = Some(median_abs_residual(&pts, &fvals, &ms, &RigidTransform::identity()));
+            identity_cost = Some(median_abs_residual(pts, &fvals, &ms, &RigidTransform::identity()));
         }
         // Huber threshold fixed for the level, so each step is judged on one objective.
-        let huber = 1.5 * 1.4826 * median_abs_residual(&pts, &fvals, &ms, &t) + 1e-3;
-        let mut cost = robust_cost(&pts, &fvals, &ms, &t, huber);
+        let huber = 1.5 * 1.4826 * median_abs_residual(pts, &fvals, &ms, &t) + 1e-3;
+        let mut cost = robust_cost(pts, &fvals, &ms, &t, huber);
         let (max_iter, tol_mm) = if level == 0 { (25, 5e-3) } else { (40, 1e-3) };
         for it in 0..max_iter {
             iterations[level] = it + 1;
-            let step = gauss_newton_step(&pts, &fvals, &ms, &t, centre, huber)?;
+            let step = gauss_newton_step(pts, &fvals, &ms, &t, centre, huber)?;
             // Backtracking: take the largest fraction of the step that lowers the cost.
             let mut accepted = None;
             for alpha in [1.0, 0.5, 0.25, 0.125] {
                 let dw = [step[0] * alpha, step[1] * alpha, step[2] * alpha];
                 let dt = Vec3([step[3] * alpha, step[4] * alpha, step[5] * alpha]);
                 let cand = RigidTransform::about(t.apply(centre), dw, dt).after(&t);
-                let c = robust_cost(&pts, &fvals, &ms, &cand, huber);
+                let c = robust_cost(pts, &fvals, &ms, &cand, huber);
                 if c < cost {
                     accepted =
                         Some((cand, c, dt.norm(), (dw[0] * dw[0] + dw[1] * dw[1] + dw[2] * dw[2]).sqrt()));
@@ -282,7 +328,7 @@ pub(crate) fn register(
             }
         }
         if level == 1 {
-            final_cost = median_abs_residual(&pts, &fvals, &ms, &t);
+            final_cost = median_abs_residual(pts, &fvals, &ms, &t);
         }
     }
     let shift = t.displacement_at(centre);

@@ -84,6 +84,36 @@ impl<'a> Sampler<'a> {
         self.value_at_index(self.index_of(p))
     }
 
+    /// Trilinear value at a continuous index, and the largest stored value among the corners that carry
+    /// more than 2% of the weight.
+    pub fn value_and_max_at_index(&self, u: [f64; 3]) -> Option<(f32, f32)> {
+        let (z0, z1, fz) = Self::cell(u[0], self.shape[0])?;
+        let (y0, y1, fy) = Self::cell(u[1], self.shape[1])?;
+        let (x0, x1, fx) = Self::cell(u[2], self.shape[2])?;
+        let (ny, nx) = (self.shape[1], self.shape[2]);
+        let at = |z: usize, y: usize, x: usize| self.data[(z * ny + y) * nx + x];
+        let (fx, fy, fz) = (fx as f32, fy as f32, fz as f32);
+        let lerp = |a: f32, b: f32, t: f32| a + (b - a) * t;
+        let c = [at(z0, y0, x0), at(z0, y0, x1), at(z0, y1, x0), at(z0, y1, x1)];
+        let d = [at(z1, y0, x0), at(z1, y0, x1), at(z1, y1, x0), at(z1, y1, x1)];
+        let c0 = lerp(lerp(c[0], c[1], fx), lerp(c[2], c[3], fx), fy);
+        let c1 = lerp(lerp(d[0], d[1], fx), lerp(d[2], d[3], fx), fy);
+        const MIN_W: f32 = 0.02;
+        let mut m = f32::NEG_INFINITY;
+        for (k, (&a, &b)) in c.iter().zip(d.iter()).enumerate() {
+            let wx = if k & 1 == 1 { fx } else { 1.0 - fx };
+            let wy = if k & 2 == 2 { fy } else { 1.0 - fy };
+            let w = wx * wy;
+            if w * (1.0 - fz) > MIN_W {
+                m = m.max(a);
+            }
+            if w * fz > MIN_W {
+                m = m.max(b);
+            }
+        }
+        Some((lerp(c0, c1, fz), m))
+    }
+
     /// Trilinear value at a continuous index of this volume.
     pub fn value_at_index(&self, u: [f64; 3]) -> Option<f32> {
         let (z0, z1, fz) = Self::cell(u[0], self.shape[0])?;
@@ -99,24 +129,46 @@ impl<'a> Sampler<'a> {
     }
 }
 
-/// Another scan sampled on the crop's voxels: value at `t(p)` for each crop voxel position `p`, NaN where
-/// `t(p)` falls outside that scan.
-pub(crate) fn resample(moving: &Sampler, t: &RigidTransform, grid: &Grid) -> Vec<f32> {
+/// Another scan sampled on the crop's voxels.
+pub(crate) struct Resampled {
+    /// Trilinear value at `t(p)` for each crop voxel position `p`, NaN where `t(p)` falls outside that scan.
+    pub value: Vec<f32>,
+    /// Largest of the stored voxels the interpolation drew on (weight above 2%), NaN outside. Between thick
+    /// slices a thin object (a needle grazing a slice, an endplate) is not linear, so the interpolated
+    /// value can be far below what the earlier scan really had there; only a rise above this bound is
+    /// certain to be new.
+    pub support_max: Vec<f32>,
+}
+
+/// Sample `moving` at `t(p)` for every crop voxel `p`.
+pub(crate) fn resample(moving: &Sampler, t: &RigidTransform, grid: &Grid) -> Resampled {
     let plane = grid.shape[1] * grid.shape[2];
-    let mut out = vec![f32::NAN; grid.len()];
-    out.par_chunks_mut(plane.max(1)).enumerate().for_each(|(z, chunk)| {
-        for (k, o) in chunk.iter_mut().enumerate() {
-            let p = grid.geometry.index_to_lps([
-                z as f64,
-                (k / grid.shape[2]) as f64,
-                (k % grid.shape[2]) as f64,
-            ]);
-            if let Some(v) = moving.value(t.apply(p)) {
-                *o = v;
-            }
-        }
+    let mut value = vec![f32::NAN; grid.len()];
+    let mut support_max = vec![f32::NAN; grid.len()];
+    // Index positions advance linearly along a row: one affine map from crop index to moving index.
+    let at = |u: [f64; 3]| moving.index_of(t.apply(grid.geometry.index_to_lps(u)));
+    let o = at([0.0; 3]);
+    let steps = [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]].map(|e| {
+        let p = at(e);
+        [p[0] - o[0], p[1] - o[1], p[2] - o[2]]
     });
-    out
+    value.par_chunks_mut(plane.max(1)).zip(support_max.par_chunks_mut(plane.max(1))).enumerate().for_each(
+        |(z, (vals, maxs))| {
+            for y in 0..grid.shape[1] {
+                for x in 0..grid.shape[2] {
+                    let u = [0, 1, 2].map(|a| {
+                        o[a] + steps[0][a] * z as f64 + steps[1][a] * y as f64 + steps[2][a] * x as f64
+                    });
+                    if let Some((v, m)) = moving.value_and_max_at_index(u) {
+                        let k = y * grid.shape[2] + x;
+                        vals[k] = v;
+                        maxs[k] = m;
+                    }
+                }
+            }
+        },
+    );
+    Resampled { value, support_max }
 }
 
 /// Gaussian smoothing with per-axis sigma in voxels; edges are clamped. Up to 2 voxels the exact kernel,
