@@ -694,6 +694,7 @@ def posterior_wall(f: Fine, canal: Canal, body, k_lo, k_hi, marrow_hu, voxel):
 
 
 def labels_to_scan(frame: Frame, lab: np.ndarray, shape, g: Geometry) -> np.ndarray:
+    """Nearest-neighbour transfer of the frame labels to the scan grid (0 outside the frame)."""
     corners = np.array([[frame.dims[a] if (c >> a) & 1 else -1 for a in range(3)] for c in range(8)], float)
     q = g.lps_to_index(frame.index_to_lps(corners))
     lo = np.clip(np.floor(q.min(axis=0)), 0, shape).astype(int)
@@ -701,13 +702,12 @@ def labels_to_scan(frame: Frame, lab: np.ndarray, shape, g: Geometry) -> np.ndar
     out = np.zeros(shape, dtype=np.uint8)
     if (hi <= lo).any():
         return out
-    z, y, x = np.meshgrid(*(np.arange(lo[a], hi[a]) for a in range(3)), indexing="ij")
-    idx = np.stack([z, y, x], axis=-1).astype(np.float64)
-    fi = np.rint(frame.lps_to_index(g.index_to_lps(idx))).astype(np.int64)
-    ok = np.all((fi >= 0) & (fi < np.array(frame.dims)), axis=-1)
-    sub = np.zeros(ok.shape, dtype=np.uint8)
-    sub[ok] = lab[fi[ok, 0], fi[ok, 1], fi[ok, 2]]
-    out[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]] = sub
+    # scan index -> frame index is affine.
+    A = (frame.axes @ g.matrix) / frame.step[:, None]
+    b = (frame.axes @ (g.origin - frame.origin)) / frame.step + A @ lo
+    out[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]] = ndi.affine_transform(
+        lab, A, b, output_shape=tuple(hi - lo), order=0, mode="constant", cval=0
+    )
     return out
 
 

@@ -278,13 +278,14 @@ def register(fixed: np.ndarray, g: Geometry, body_box, moving: np.ndarray, mg_fu
 
 
 def resample_onto(moving: np.ndarray, mg: Geometry, t: Rigid, cg: Geometry, shape) -> np.ndarray:
-    """The moving scan at t(p) for every crop voxel p; NaN outside it."""
-    idx = np.indices(shape, dtype=np.float64).reshape(3, -1).T
-    u = mg.lps_to_index(t.apply(cg.index_to_lps(idx)))
-    n = np.array(moving.shape)
-    ok = np.all((u >= -0.5) & (u <= n - 0.5), axis=1)
-    v = ndi.map_coordinates(moving, np.clip(u, 0, n - 1).T, order=1, mode="nearest", prefilter=False)
-    return np.where(ok, v, np.nan).astype(np.float32).reshape(shape)
+    """The moving scan at t(p) for every crop voxel p (trilinear); NaN beyond half a voxel outside it."""
+    # crop index -> LPS -> moved LPS -> moving index is one affine map.
+    A = mg.inverse @ t.R @ cg.matrix
+    b = mg.inverse @ (t.R @ cg.origin + t.t - mg.origin)
+    v = ndi.affine_transform(moving, A, b, output_shape=shape, order=1, mode="nearest", prefilter=False)
+    padded = np.pad(np.ones(moving.shape, dtype=np.uint8), 1)
+    inside = ndi.affine_transform(padded, A, b + 1, output_shape=shape, order=0, mode="constant", cval=0)
+    return np.where(inside > 0, v, np.nan).astype(np.float32)
 
 
 # ---------------------------------------------------------------- metal
@@ -518,12 +519,13 @@ def split(img, cement, frac, region, cg: Geometry, prev_frac):
     sel = free() & (d > 0)
     label[sel] = d[sel]
 
-    w = np.where(label > 0, frac, 0).astype(np.float64).ravel()
     nl = nc + 2
-    vol = np.bincount(label.ravel(), weights=w, minlength=nl) * ml
-    idx = np.indices(img.shape).reshape(3, -1).T
-    lps = cg.index_to_lps(idx.astype(float))
-    wsum = np.stack([np.bincount(label.ravel(), weights=w * lps[:, a], minlength=nl) for a in range(3)], axis=1)
+    sel = (label > 0) & (frac > 0)
+    lsel = label[sel]
+    w = frac[sel].astype(np.float64)
+    vol = np.bincount(lsel, weights=w, minlength=nl) * ml
+    lps = cg.index_to_lps(np.argwhere(sel).astype(float))
+    wsum = np.stack([np.bincount(lsel, weights=w * lps[:, a], minlength=nl) for a in range(3)], axis=1)
     kept = cement.copy()
     near_region = ndi.binary_dilation(region, S26)
     pwin = np.ones([2 * v + 1 for v in radius_voxels(cg, P["previous_margin_mm"], 1)], dtype=bool)
