@@ -36,6 +36,7 @@ sys.path.insert(0, HERE)
 
 import anatomy  # noqa: E402
 import cement  # noqa: E402
+import keyimages  # noqa: E402
 import leaks  # noqa: E402
 from load import LoadError, load_series  # noqa: E402
 
@@ -148,7 +149,7 @@ def main(argv=None) -> int:
 
     timing = {}
     warnings = []
-    t = time.perf_counter()
+    t = t_cli = time.perf_counter()
     try:
         scan = load_series(a.scan)
         base = load_series(a.baseline) if a.baseline else None
@@ -272,6 +273,17 @@ def main(argv=None) -> int:
         if prev is None and report_leaks:
             warnings.append("no previous scan: every leak is treated as possibly new")
         timing["alert"] = (time.perf_counter() - t) * 1e3
+        t = time.perf_counter()
+        label_map = keyimages.label_map(
+            anat["labels"],
+            lo,
+            fnd["crop_shape"],
+            fnd["cement"],
+            fnd["metal"],
+            [(c, v["site"]) for c, _, _, v in kept],
+        )
+        timing["labels"] = (time.perf_counter() - t) * 1e3
+        cement_centre = intra_lps.mean(axis=0) if len(intra_lps) else None
         total = max(fnd["total_ml"] - suppressed, 0.0)
         vertebra = {
             "found": True,
@@ -291,7 +303,21 @@ def main(argv=None) -> int:
         }
     else:
         alert = decide(policy, [], None)
-    timing["total"] = (time.perf_counter() - t_analysis) * 1e3
+    timing["analysis"] = (time.perf_counter() - t_analysis) * 1e3
+    os.makedirs(a.out, exist_ok=True)
+    t = time.perf_counter()
+    keyimages.write_key_images(
+        a.out,
+        scan.hu,
+        g,
+        label_map if anat is not None else np.zeros(scan.hu.shape, np.uint8),
+        cement_centre if anat is not None else None,
+        anat["body_centroid"] if anat is not None else g.index_to_lps((np.array(scan.hu.shape) - 1) / 2.0),
+        report_leaks,
+        alert,
+    )
+    timing["key_images"] = (time.perf_counter() - t) * 1e3
+    timing["total"] = (time.perf_counter() - t_cli) * 1e3
     timing["process"] = (time.perf_counter() - T_START) * 1e3
     if anat is not None:
         for k, v in anat["timings"].items():
@@ -320,7 +346,6 @@ def main(argv=None) -> int:
         "timing_ms": {k: round(v, 2) for k, v in timing.items()},
         "warnings": warnings,
     }
-    os.makedirs(a.out, exist_ok=True)
     write_atomically(report, os.path.join(a.out, "report.json"))
     return 0
 
