@@ -14,6 +14,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Analyse one injection scan: cement, leaks by site, alert; writes OUT/report.json (+ masks, key images).
+    Analyze(cli::analyze::Args),
     /// Describe the CT series at PATH: modality, position, orientation, shape, spacing, HU range, encoding.
     Info(cli::info::Args),
     /// Generate a synthetic vertebroplasty injection sequence with ground truth.
@@ -26,6 +28,7 @@ fn main() -> ExitCode {
     cli::init_logging();
     let args = Cli::parse();
     let result = match args.command {
+        Command::Analyze(a) => cli::analyze::run(a),
         Command::Info(a) => cli::info::run(a),
         Command::Phantom(a) => cli::phantom::run(a),
         Command::Segment(a) => cli::segment::run(a),

@@ -1,6 +1,7 @@
 //! Command-line front ends. Each subcommand has an `Args` (clap) and a `run` returning `anyhow::Result`;
 //! the typed errors of the library stages are classified here into exit codes.
 
+pub mod analyze;
 pub mod info;
 pub mod phantom;
 pub mod segment;
