@@ -89,6 +89,7 @@ def main():
     python = [os.path.join(ROOT, ".venv", "bin", "python"), os.path.join(ROOT, "scripts", "reference", "analyze.py")]
     python += [*inputs, "--out", py_out, *py_extra]
 
+    load_start = os.getloadavg()
     print(f"bench: warm-up (page cache, placeholder model) ...", file=sys.stderr)
     timed(rust, rs_out)
     timed(python, py_out)
@@ -105,7 +106,11 @@ def main():
     res = {
         "inputs": {"scan": a.scan, "baseline": a.baseline, "previous": a.previous,
                    "shape_zyx": rrep[-1]["input"]["scan"]["shape_zyx"]},
-        "machine": {"cpus": os.cpu_count(), "loadavg_at_end": os.getloadavg(), "python": platform.python_version()},
+        "commit": subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"], capture_output=True,
+                                 text=True).stdout.strip(),
+        "machine": {"cpus": os.cpu_count(), "loadavg_at_start": load_start, "loadavg_at_end": os.getloadavg(),
+                    "python": platform.python_version()},
+        "python_model_is_placeholder": "PLACEHOLDER" in (summary_of(prep[-1])["model"] or ""),
         "runs": a.runs,
         "rust_wall_ms": r,
         "python_wall_ms": p,
@@ -139,7 +144,9 @@ def main():
         return f"{name:<8} median {s['median']:8.1f} ms   min {s['min']:8.1f}   max {s['max']:8.1f}"
 
     print(f"analyze, {res['inputs']['shape_zyx']} with baseline + previous, {a.runs} alternating runs, "
-          f"{os.cpu_count()} cpus, load at end {os.getloadavg()[0]:.2f}")
+          f"{os.cpu_count()} cpus, load average {load_start[0]:.1f} at start, {os.getloadavg()[0]:.1f} at end")
+    if res["python_model_is_placeholder"]:
+        print("NOTE: the Python reference ran a PLACEHOLDER ONNX graph (timing only): models/leak_site.onnx is missing")
     print("wall, process start to report.json written:")
     print("  " + line("rust", r) + ("   (<= 400 ms: met)" if r["median"] <= 400 else "   (> 400 ms: NOT met)"))
     print("  " + line("python", p))
