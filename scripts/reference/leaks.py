@@ -241,16 +241,20 @@ class Model:
         opts.intra_op_num_threads = 2
         self.session = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
         self.input = self.session.get_inputs()[0].name
+        # The trained model exports `logits` (softmax applied by the caller, as in src/leaks/model.rs); the
+        # placeholder exports `probabilities`.
+        self.outputs_probabilities = self.session.get_outputs()[0].name == "probabilities"
+        classes = self.session.get_modelmeta().custom_metadata_map.get("cementleak.classes")
+        if classes is not None and [c.strip() for c in classes.split(",")] != CLASSES:
+            raise ValueError(f"{path}: model classes {classes!r}, expected {','.join(CLASSES)}")
         self.placeholder = placeholder
         with open(path, "rb") as f:
             self.sha256 = hashlib.sha256(f.read()).hexdigest()
         self.path = path
 
     def predict(self, patches: np.ndarray) -> np.ndarray:
-        out = self.session.run(None, {self.input: patches.astype(np.float32)})[0]
-        out = np.asarray(out, dtype=np.float32)
-        # A model exporting logits rather than probabilities: softmax here.
-        if not np.allclose(out.sum(axis=1), 1.0, atol=1e-3) or (out < 0).any():
+        out = np.asarray(self.session.run(None, {self.input: patches.astype(np.float32)})[0], dtype=np.float32)
+        if not self.outputs_probabilities:
             e = np.exp(out - out.max(axis=1, keepdims=True))
             out = e / e.sum(axis=1, keepdims=True)
         return out
