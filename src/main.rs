@@ -22,6 +22,8 @@ enum Command {
     Phantom(cli::phantom::Args),
     /// Segment the treated vertebra's anatomy (body, canal, discs, posterior elements).
     Segment(cli::segment::Args),
+    /// Export leak-component patches from phantom sequences for training the leak-site model.
+    Patches(cli::patches::Args),
 }
 
 fn main() -> ExitCode {
@@ -32,6 +34,7 @@ fn main() -> ExitCode {
         Command::Info(a) => cli::info::run(a),
         Command::Phantom(a) => cli::phantom::run(a),
         Command::Segment(a) => cli::segment::run(a),
+        Command::Patches(a) => cli::patches::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

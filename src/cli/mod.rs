@@ -3,6 +3,7 @@
 
 pub mod analyze;
 pub mod info;
+pub mod patches;
 pub mod phantom;
 pub mod segment;
 
