@@ -37,7 +37,7 @@ if [ ! -f "$phantom/case.json" ]; then
   rm -rf "$phantom"
   "$bin" phantom --out "$phantom" --seed "$seed" --matrix 512 --slices 40 --steps 3 --leaks canal,paraspinal >&2
 fi
-mapfile -t scans < <(find "$phantom" -maxdepth 1 -name 'scan_*' -type d | sort)
+mapfile -t scans < <(find "$phantom/" -maxdepth 1 -name 'scan_*' -type d | sort)
 [ "${#scans[@]}" -ge 3 ] || { log "phantom has fewer than 3 scans"; exit 1; }
 baseline="${scans[0]}/dicom"
 previous="${scans[${#scans[@]}-2]}/dicom"
