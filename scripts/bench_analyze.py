@@ -90,7 +90,7 @@ def main():
     python += [*inputs, "--out", py_out, *py_extra]
 
     load_start = os.getloadavg()
-    print(f"bench: warm-up (page cache, placeholder model) ...", file=sys.stderr)
+    print("bench: one untimed warm-up run of each (page cache) ...", file=sys.stderr)
     timed(rust, rs_out)
     timed(python, py_out)
     rw, rc, pw, pc, rrep, prep = [], [], [], [], [], []
