@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # The demo: builds cementleak, generates a synthetic prone injection sequence (baseline + injections, with a
-# canal leak appearing part-way), reads every scan back, and segments the treated vertebra on the last one.
+# canal leak appearing part-way), reads every scan back, and runs `cementleak analyze` on each injection scan
+# (with the baseline and the previous scan), printing its alert next to the truth's expected alert.
 #   scripts/demo.sh [OUT_DIR]        (default: out/demo)
-# Pictures: OUT_DIR/case/scan_*/montage.png (ground truth) and OUT_DIR/segment/*.png (what cementleak found).
+# Pictures: OUT_DIR/case/scan_*/montage.png (ground truth) and OUT_DIR/analyze/scan_*/key_*.png (what
+# cementleak found).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:-out/demo}
@@ -31,7 +33,26 @@ print(f'{name:21s} {shape:12s} {info["series"]["patient_position"] or "-":4s} '
 PY
 done
 
-last=$(ls -d "$OUT"/case/scan_*/ | tail -n 1)
 echo
-$B segment "$last/dicom" --out "$OUT/segment"
-echo "segmentation of $(basename "$last"): $OUT/segment (labels.nii.gz, PNG overlays, segment.json)"
+echo "scan                  cementleak analyze (baseline + previous)                          truth"
+scans=("$OUT"/case/scan_*/)
+base=${scans[0]}
+prev=$base
+for scan in "${scans[@]:1}"; do
+  name=$(basename "$scan")
+  RUST_LOG=error $B analyze --scan "$scan/dicom" --baseline "$base/dicom" --previous "$prev/dicom" \
+    --out "$OUT/analyze/$name" --masks >/dev/null
+  .venv/bin/python - "$name" "$OUT/analyze/$name/report.json" "$scan/truth.json" <<'PY'
+import json, sys
+name, report_path, truth_path = sys.argv[1:4]
+r, t = json.load(open(report_path)), json.load(open(truth_path))
+def leaks(ls):
+    return ", ".join(f'{l["site"]}{" (foraminal)" if l.get("foraminal") else ""} {l["volume_ml"]:.2f}'
+                     for l in ls) or "no leak"
+got = f'{r["alert"]["level"]:8s} cement {r["cement"]["intravertebral_volume_ml"]:.2f} mL, {leaks(r["leaks"])}'
+want = f'{t["expected_alert"]:8s} cement {t["intravertebral_cement_ml"]:.2f} mL, {leaks(t["leaks"])}'
+print(f'{name:21s} {got[:64]:64s} {want}  [{r["timing_ms"]["total"]:.0f} ms]')
+PY
+  prev=$scan
+done
+echo "reports, labels.nii.gz and key images: $OUT/analyze/scan_*/"

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what cementleak's build, tests and scripts need on a fresh Debian machine; quick when all is there.
-#   - Debian packages: dicom3tools (dciodvfy), dcmtk (dcmdump) to validate the DICOM we write
+#   - Debian packages: dicom3tools (dciodvfy), dcmtk (dcmdump) to validate the DICOM we write; cmake, make,
+#     g++ to build the bundled C/C++ codecs (libjpeg-turbo via turbojpeg-sys, CharLS via charls-sys)
 #   - Rust toolchain: must already be on PATH (rustup); checked, not installed
 #   - .venv: onnxruntime (its libonnxruntime.so is what the Rust binary loads), numpy, pydicom for
 #     reference scripts. Versions pinned in scripts/requirements.txt.
@@ -14,7 +15,7 @@ log() { printf 'setup: %s\n' "$*" >&2; }
 
 command -v cargo >/dev/null || { log "cargo not found: install Rust with rustup first"; exit 1; }
 
-apt_pkgs=(dicom3tools dcmtk)
+apt_pkgs=(dicom3tools dcmtk cmake make g++)
 missing=()
 for p in "${apt_pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -75,12 +75,30 @@ pub fn find_library(explicit: Option<&Path>) -> Result<PathBuf, OnnxError> {
     })
 }
 
-/// Load ONNX Runtime (once per process) and create the environment sessions are built in.
+/// The environment of this process: ONNX Runtime allows one per process, ever (building a second one fails
+/// even after the first is dropped), so it is built once and shared by every session.
+static ENVIRONMENT: std::sync::Mutex<Option<(PathBuf, ort::environment::Environment)>> =
+    std::sync::Mutex::new(None);
+
+/// Load ONNX Runtime (once per process) and create the environment sessions are built in; later calls get
+/// the same environment. Asking for another library than the one already loaded is an error.
 pub fn environment(explicit: Option<&Path>) -> Result<ort::environment::Environment, OnnxError> {
     let path = find_library(explicit)?;
+    let mut cached = ENVIRONMENT.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    if let Some((loaded, env)) = cached.as_ref() {
+        if explicit.is_some() && *loaded != path {
+            return Err(OnnxError::Load {
+                path,
+                reason: format!("this process already loaded ONNX Runtime from {}", loaded.display()),
+            });
+        }
+        return Ok(env.clone());
+    }
     let load_err = |reason: String| OnnxError::Load { path: path.clone(), reason };
     let builder = ort::init_from(&path).map_err(|e| load_err(e.to_string()))?;
-    builder.with_name("cementleak").build().map_err(|e| load_err(e.to_string()))
+    let env = builder.with_name("cementleak").build().map_err(|e| load_err(e.to_string()))?;
+    *cached = Some((path, env.clone()));
+    Ok(env)
 }
 
 #[cfg(test)]

@@ -6,6 +6,17 @@
 //! counted as intravertebral and the scan said `reduce` instead of `stop`). The wall's plane comes from the
 //! median of the body's posterior edge across the canal, so a local bulge of cement does not move it; cement
 //! more than [`ESCAPE_MARGIN_MM`] behind it and within the canal's width cannot be inside the body.
+//!
+//! The wall's plane is only as good as the segmentation, and a body mask that is cut short puts the plane
+//! inside the body (measured on phantom seed 12: the plane 8 mm anterior of the true wall, and the net then
+//! called intravertebral cement a canal leak). So, when there is a baseline, a candidate must also be behind
+//! the cortex *as the baseline shows it*: within [`CORTEX_SEARCH_MM`] in front of the voxel the baseline is
+//! clearly denser than within the same distance behind it. Cement inside the body has the cortex behind it;
+//! cement in the canal has it in front. A component is moved when at least
+//! [`BEHIND_CORTEX_FRACTION`] of its judged voxels pass (a leak through a breach has no cortex in front
+//! at the breach itself, but the cement spreading in the canal beside it has). Voxels with metal within the
+//! search distance are not judged (the needle's blooming looks like cortex); a component with no judged
+//! voxel stays intravertebral.
 
 use crate::cement::{CementComponent, CementFindings};
 use crate::leaks::rules::SiteFrame;
@@ -14,6 +25,18 @@ use std::collections::HashSet;
 
 /// Behind the wall plane by more than the cortex and a partial-volume voxel.
 pub const ESCAPE_MARGIN_MM: f64 = 2.0;
+/// How far to look for the cortex on either side, mm.
+pub const CORTEX_SEARCH_MM: f64 = 6.0;
+/// The wall on the baseline, as the scanner blurs it: a thin (about 1 mm) cortex thinned by lesions reads
+/// only 200-400 HU at 2.5 mm slices (phantom seed 7: 248 HU), so the test is relative: the densest point in
+/// front must be at least this dense and this much denser than the densest point behind (canal contents
+/// stay under about 100 HU; marrow and cortex in front of intravertebral cement are not denser than the
+/// wall behind it).
+const CORTEX_HU: f32 = 150.0;
+const CORTEX_STEP_HU: f32 = 100.0;
+/// Denser than the posterior cortex reads at CT resolution: the needle, a thermocouple or their blooming.
+const MAX_BONE_HU: f32 = 1200.0;
+pub const BEHIND_CORTEX_FRACTION: f64 = 0.3;
 /// Cement-like density in an earlier scan (the cement stage's seed level), for `previous_ml`.
 const CEMENT_HU: f32 = 1000.0;
 
@@ -23,16 +46,44 @@ pub fn split_escaped(
     findings: &mut CementFindings,
     frame: &SiteFrame,
     scan: &CtVolume,
+    baseline: Option<&CtVolume>,
     previous: Option<&CtVolume>,
     min_leak_ml: f64,
 ) -> usize {
+    let to_base = findings.baseline_registration.unwrap_or_default();
+    let post = frame.posterior();
+    // Densest baseline HU within the search distance from `p` along `dir` (beyond the voxel itself).
+    let densest_toward = |base: &CtVolume, p: Lps, dir: crate::volume::Vec3| -> f32 {
+        let steps = (CORTEX_SEARCH_MM / 0.5) as usize;
+        (2..=steps)
+            .filter_map(|i| base.at_lps(to_base.apply(p + dir * (0.5 * i as f64))).copied())
+            .fold(f32::MIN, f32::max)
+    };
+    // The needle's blooming fades over millimetres and reads like cortex: near metal (in the cement stage's
+    // mask, or denser than bone on the baseline) the wall cannot be judged, so those voxels do not vote.
+    let metal = findings.metal.clone();
+    let near_metal = |p: Lps| -> bool {
+        let steps = (CORTEX_SEARCH_MM / 0.5) as i32;
+        (-steps..=steps).any(|i| {
+            let q = p + post * (0.5 * f64::from(i));
+            metal.at_lps(q).is_some_and(|m| *m)
+                || baseline.is_some_and(|b| b.at_lps(to_base.apply(q)).is_some_and(|h| *h >= MAX_BONE_HU))
+        })
+    };
+    // Some(true) behind the cortex, Some(false) in front of it, None when it cannot be judged.
+    let behind_cortex = |p: Lps| -> Option<bool> {
+        match baseline {
+            None => Some(true),
+            Some(_) if near_metal(p) => None,
+            Some(b) => {
+                let (front, back) = (densest_toward(b, p, post * -1.0), densest_toward(b, p, post));
+                Some(front >= CORTEX_HU && front >= back + CORTEX_STEP_HU)
+            }
+        }
+    };
     let g = findings.intravertebral.geometry;
-    let escaped: HashSet<[usize; 3]> = findings
-        .intravertebral
-        .data
-        .indexed_iter()
-        .filter(|(_, &c)| c)
-        .map(|((z, y, x), _)| [z, y, x])
+    let escaped: HashSet<[usize; 3]> = super::measure::mask_voxels(&findings.intravertebral)
+        .into_iter()
         .filter(|v| frame.behind_wall_in_canal(g.voxel_to_lps(*v), ESCAPE_MARGIN_MM))
         .collect();
     if escaped.is_empty() {
@@ -60,6 +111,17 @@ pub fn split_escaped(
         }
         let volume_ml = comp.len() as f64 * voxel_ml;
         if volume_ml < min_leak_ml {
+            continue;
+        }
+        let votes: Vec<bool> = comp.iter().filter_map(|v| behind_cortex(g.voxel_to_lps(*v))).collect();
+        let passing = votes.iter().filter(|b| **b).count();
+        tracing::debug!(voxels = comp.len(), judged = votes.len(), passing, "escape candidate");
+        if votes.is_empty() || (passing as f64) < BEHIND_CORTEX_FRACTION * votes.len() as f64 {
+            tracing::debug!(
+                volume_ml,
+                passing,
+                "cement behind the wall plane but not behind the cortex: kept"
+            );
             continue;
         }
         let (mut sum, mut max_hu) = ([0.0; 3], f32::MIN);

@@ -5,6 +5,17 @@ use crate::anatomy::PosteriorWall;
 use crate::cement::CementFindings;
 use crate::volume::{labels, LabelVolume, Lps, Mask};
 
+/// Indices `[slice, row, column]` of the set voxels of a mask, in storage order. Walks the flat buffer:
+/// several times faster than `indexed_iter` on the mostly empty 10-million-voxel masks of a scan.
+pub fn mask_voxels(mask: &Mask) -> Vec<[usize; 3]> {
+    let [_, ny, nx] = mask.shape();
+    let to_index = |i: usize| [i / (ny * nx), (i / nx) % ny, i % nx];
+    match mask.data.as_slice() {
+        Some(flat) => flat.iter().enumerate().filter(|(_, &c)| c).map(|(i, _)| to_index(i)).collect(),
+        None => mask.data.indexed_iter().filter(|(_, &c)| c).map(|((z, y, x), _)| [z, y, x]).collect(),
+    }
+}
+
 /// Smallest distance (mm) from intravertebral cement to the posterior wall's outer surface (the wall points
 /// across the canal's width); `None` without cement or without a wall.
 ///
@@ -16,9 +27,7 @@ pub fn posterior_wall_distance_mm(cement: &Mask, wall: &PosteriorWall) -> Option
         return None;
     }
     let g = &cement.geometry;
-    let voxels: Vec<[usize; 3]> =
-        cement.data.indexed_iter().filter(|(_, &c)| c).map(|((z, y, x), _)| [z, y, x]).collect();
-    voxels
+    mask_voxels(cement)
         .par_iter()
         .map(|v| {
             let p = g.voxel_to_lps(*v);
@@ -30,17 +39,14 @@ pub fn posterior_wall_distance_mm(cement: &Mask, wall: &PosteriorWall) -> Option
 /// Centre of a mask's voxels, LPS mm.
 pub fn centroid(mask: &Mask) -> Option<Lps> {
     let g = &mask.geometry;
-    let (mut sum, mut n) = ([0.0f64; 3], 0usize);
-    for ((z, y, x), &c) in mask.data.indexed_iter() {
-        if c {
-            let p = g.voxel_to_lps([z, y, x]);
-            for (s, c) in sum.iter_mut().zip(p.0) {
-                *s += c;
-            }
-            n += 1;
+    let voxels = mask_voxels(mask);
+    let mut sum = [0.0f64; 3];
+    for v in &voxels {
+        for (s, c) in sum.iter_mut().zip(g.voxel_to_lps(*v).0) {
+            *s += c;
         }
     }
-    (n > 0).then(|| Lps(sum.map(|s| s / n as f64)))
+    (!voxels.is_empty()).then(|| Lps(sum.map(|s| s / voxels.len() as f64)))
 }
 
 /// The spec label map: anatomy (1-4), then intravertebral cement (10), metal (20) and each reported leak by

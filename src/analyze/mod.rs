@@ -26,26 +26,17 @@ use crate::alert::{decide, Alert, AlertLevel, AlertPolicy, LeakObservation};
 use crate::anatomy::{segment, Anatomy, AnatomyError, TargetHint};
 use crate::cement::{detect, CementComponent, CementError, CementFindings, CementInputs, CementParams};
 use crate::leaks::classify::{fuse, Verdict};
+use crate::leaks::model::LeakModel;
+use crate::leaks::patch::extract_patch;
 use crate::leaks::rules::{RuleOpinion, SiteFrame};
 use crate::leaks::{ModelOpinion, Site};
 use crate::load::Scan;
 use crate::report::{
-    CementReport, Generator, Inputs, LeakReport, ModelRef, Report, SeriesRef, VertebraReport, SCHEMA_ID,
+    CementReport, Generator, Inputs, LeakReport, Report, SeriesRef, VertebraReport, SCHEMA_ID,
 };
 use crate::volume::{labels, LabelVolume, Lps};
 use std::collections::BTreeMap;
 use std::time::Instant;
-
-/// Stand-in for the ONNX leak-site model until it lands (`crate::leaks::model::LeakModel`): a type with no
-/// values, so an analyzer can only be built without a model and the rule-only path is the one that runs.
-#[derive(Debug)]
-pub enum LeakModel {}
-
-impl LeakModel {
-    fn reference(&self) -> ModelRef {
-        match *self {}
-    }
-}
 
 /// What to analyse. The earlier scans may be on other grids (they are registered onto the scan).
 #[derive(Clone, Copy, Debug)]
@@ -183,6 +174,7 @@ impl Analyzer {
             &mut findings,
             &frame,
             &scan.volume,
+            inputs.baseline.map(|s| &s.volume),
             inputs.previous.map(|s| &s.volume),
             self.params.min_leak_ml,
         );
@@ -192,8 +184,9 @@ impl Analyzer {
                  as leaks; the vertebral body outline may include the canal there"
             ));
         }
+        let models = self.model_opinions(&scan.volume, &anatomy, &findings, &mut warnings);
         let opinions: Vec<(RuleOpinion, Option<ModelOpinion>)> =
-            findings.leaks.iter().map(|c| (frame.classify(&anatomy.labels, c), None)).collect();
+            findings.leaks.iter().zip(models).map(|(c, m)| (frame.classify(&anatomy.labels, c), m)).collect();
         let mut leaks = Vec::new();
         let mut suppressed_ml = 0.0;
         for (component, (rule, model)) in findings.leaks.iter().zip(opinions) {
@@ -214,6 +207,8 @@ impl Analyzer {
         let t = Instant::now();
         let wall_mm = measure::posterior_wall_distance_mm(&findings.intravertebral, &anatomy.posterior_wall);
         let cement_centroid = measure::centroid(&findings.intravertebral);
+        timing.insert("measure".to_string(), ms(t));
+        let t = Instant::now();
         let leak_reports: Vec<LeakReport> = leaks.iter().map(|l| self.leak_report(l)).collect();
         let observations: Vec<LeakObservation> = leak_reports
             .iter()
@@ -272,6 +267,45 @@ impl Analyzer {
             leaks,
             cement_centroid,
         })
+    }
+
+    /// The model's opinion of each leak component, in order; all `None` without a model. A patch or an
+    /// inference that fails leaves those components to the rules, with a warning: the rules are the safety
+    /// net, the model only refines them.
+    fn model_opinions(
+        &mut self,
+        ct: &crate::volume::CtVolume,
+        anatomy: &Anatomy,
+        findings: &CementFindings,
+        warnings: &mut Vec<String>,
+    ) -> Vec<Option<ModelOpinion>> {
+        let n = findings.leaks.len();
+        let Some(model) = self.model.as_mut() else { return vec![None; n] };
+        let mut patches = Vec::new();
+        let mut slots = Vec::new();
+        for (i, c) in findings.leaks.iter().enumerate() {
+            match extract_patch(ct, anatomy, findings, c) {
+                Ok(p) => {
+                    patches.push(p);
+                    slots.push(i);
+                }
+                Err(e) => {
+                    warnings.push(format!("leak near {}: no model patch ({e}); site from rules", c.centroid))
+                }
+            }
+        }
+        let mut out = vec![None; n];
+        match model.predict(&patches) {
+            Ok(opinions) => {
+                for (i, o) in slots.into_iter().zip(opinions) {
+                    out[i] = Some(o);
+                }
+            }
+            Err(e) => {
+                warnings.push(format!("leak-site model failed ({e}); sites from anatomical rules only"))
+            }
+        }
+        out
     }
 
     fn leak_report(&self, l: &LeakFinding) -> LeakReport {

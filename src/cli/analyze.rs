@@ -1,5 +1,10 @@
 //! `cementleak analyze --scan DIR [--baseline DIR] [--previous DIR] --out OUT [--masks] [--at X,Y,Z]
-//! [--policy FILE]`: the product's core command (contract in `../shared/spec/README.md`).
+//! [--policy FILE] [--model FILE]`: the product's core command (contract in `../shared/spec/README.md`).
+//!
+//! The leak-site model: `--model FILE` (must load, else exit 2), else `$CEMENTLEAK_MODEL`, else
+//! `models/leak_site.onnx` next to the executable, in the project the executable was built in
+//! (`target/<profile>/` -> `../../models/`), or in the current folder. No model found, or ONNX Runtime not
+//! available: sites from the anatomical rules alone, said in the report's warnings.
 //!
 //! Writes `OUT/key_*.png` (and `OUT/labels.nii.gz` with `--masks`) first and `OUT/report.json` last,
 //! atomically: a `report.json` in OUT means the whole analysis succeeded. A stale `report.json` from an
@@ -10,6 +15,7 @@ use crate::analyze::{key_images::key_images, site_summary, AnalyzeError, Analyze
 use crate::anatomy::TargetHint;
 use crate::cli::segment::parse_lps;
 use crate::cli::InputError;
+use crate::leaks::model::{LeakModel, DEFAULT_MODEL_PATH};
 use crate::load::{load_scan, LoadOptions, Scan};
 use crate::volume::Lps;
 use anyhow::Context;
@@ -39,6 +45,40 @@ pub struct Args {
     /// Alert policy file (TOML, see config/alert_policy.toml); default: the shipped policy.
     #[arg(long)]
     pub policy: Option<PathBuf>,
+    /// Leak-site ONNX model; default: $CEMENTLEAK_MODEL or models/leak_site.onnx (see above).
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+}
+
+/// Default model locations, most specific first.
+fn model_candidates() -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if let Some(p) = std::env::var_os("CEMENTLEAK_MODEL") {
+        out.push(PathBuf::from(p));
+    }
+    if let Some(dir) = std::env::current_exe().ok().and_then(|e| e.parent().map(Path::to_path_buf)) {
+        out.push(dir.join(DEFAULT_MODEL_PATH));
+        out.push(dir.join("../..").join(DEFAULT_MODEL_PATH));
+    }
+    out.push(PathBuf::from(DEFAULT_MODEL_PATH));
+    out
+}
+
+/// The model to use and, when there is none, why (for the report's warnings).
+fn load_model(explicit: Option<&Path>) -> anyhow::Result<(Option<LeakModel>, Option<String>)> {
+    if let Some(p) = explicit {
+        return Ok((Some(LeakModel::load(p).map_err(|e| InputError(e.to_string()))?), None));
+    }
+    let Some(path) = model_candidates().into_iter().find(|p| p.is_file()) else {
+        return Ok((
+            None,
+            Some(format!("no leak-site model found ({DEFAULT_MODEL_PATH}, $CEMENTLEAK_MODEL)")),
+        ));
+    };
+    match LeakModel::load(&path) {
+        Ok(m) => Ok((Some(m), None)),
+        Err(e) => Ok((None, Some(format!("leak-site model not used: {e}")))),
+    }
 }
 
 fn load(path: &Path, what: &str) -> anyhow::Result<Scan> {
@@ -75,7 +115,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let (scan, baseline, previous) = (scan?, baseline?, previous?);
     let load_ms = t.elapsed().as_secs_f64() * 1000.0;
 
-    let mut analyzer = Analyzer::new(policy, None);
+    let t = Instant::now();
+    let (model, no_model) = load_model(args.model.as_deref())?;
+    let model_ms = t.elapsed().as_secs_f64() * 1000.0;
+    let mut analyzer = Analyzer::new(policy, model);
     let inputs = AnalyzeInputs {
         scan: &scan,
         baseline: baseline.as_ref(),
@@ -101,7 +144,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
     let images_ms = t.elapsed().as_secs_f64() * 1000.0;
 
+    if let Some(why) = no_model {
+        analysis.report.warnings.push(why);
+    }
     let timing = &mut analysis.report.timing_ms;
+    timing.insert("model_load".into(), round2(model_ms));
     timing.insert("analysis".into(), timing.get("total").copied().unwrap_or(0.0));
     timing.insert("load".into(), round2(load_ms));
     if args.masks {
@@ -119,7 +166,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     crate::cli::print_stdout(&format!(
         "{}: {} ({}); cement {:.2} mL, posterior wall {}; {:.0} ms; wrote {}\n",
         r.alert.level.name(),
-        r.alert.reasons.first().map_or("no finding that needs action", String::as_str),
+        r.alert
+            .reasons
+            .iter()
+            .find(|why| why.starts_with(r.alert.level.name()))
+            .map_or("no finding that needs action", String::as_str),
         site_summary(r),
         r.cement.intravertebral_volume_ml,
         r.cement.posterior_wall_distance_mm.map_or("-".into(), |d| format!("{d:.1} mm")),

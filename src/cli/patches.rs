@@ -8,6 +8,11 @@
 //! the segmented body). Training on the pipeline's anatomy rather than the truth anatomy is deliberate:
 //! that is what the model sees at inference.
 //!
+//! The segmented body currently over-grows on phantoms and swallows most true leaks as intravertebral cement,
+//! so the cement is also split a second time with the phantom's true body mask (`source` = `truth_body`),
+//! keeping only components on a true leak; their patches still use the pipeline's anatomy channels. Those
+//! are the components the cement stage will hand over once the body segmentation is right.
+//!
 //! Writes `DIR/<name>.npy` (float32 `[channels, d, h, w]`) and `DIR/patches.csv` (one row per patch, plus
 //! the cases that failed and why in `DIR/failures.csv`).
 

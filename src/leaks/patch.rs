@@ -23,7 +23,7 @@
 use crate::anatomy::Anatomy;
 use crate::cement::{CementComponent, CementFindings};
 use crate::volume::{labels, CtVolume, Lps, Vec3};
-use ndarray::{Array3, Array4};
+use ndarray::Array4;
 
 /// Voxels along each axis of the patch.
 pub const PATCH_SIZE: usize = 24;
@@ -31,8 +31,10 @@ pub const PATCH_SIZE: usize = 24;
 /// to a leak's centre.
 pub const PATCH_SPACING_MM: f64 = 1.5;
 /// Channel names, in the order of the patch's first axis (the training script reads the same order).
-pub const CHANNELS: [&str; 7] =
+pub const CHANNELS: [&str; NCH] =
     ["hu", "component", "intravertebral_cement", "body", "canal", "disc", "posterior_elements"];
+
+const NCH: usize = 7;
 
 /// HU range kept in the HU channel, and the scale that maps it to about -0.3..3.
 const HU_MIN: f32 = -300.0;
@@ -192,40 +194,47 @@ impl LocalBox {
         (0..3).all(|a| v[a] >= self.lo[a] && v[a] < self.lo[a] + self.dims[a])
     }
 
-    /// Channel values on the box, `[channel][local voxel]`.
+    /// Channel values on the box, interleaved: `[local voxel][channel]`, so one trilinear pass reads all
+    /// channels of a corner from one place.
     fn fields(
         &self,
         scan: &CtVolume,
         anatomy: &Anatomy,
         findings: &CementFindings,
         component: &CementComponent,
-    ) -> Vec<Array3<f32>> {
+    ) -> Vec<[f32; NCH]> {
+        let [n0, n1, n2] = self.dims;
         let [l0, l1, l2] = self.lo;
-        let window = |a: usize| self.lo[a]..self.lo[a] + self.dims[a];
-        let sl = ndarray::s![window(0), window(1), window(2)];
-        let hu = scan.data.slice(sl).mapv(|v| if v.is_finite() { v.clamp(HU_MIN, HU_MAX) } else { HU_MIN });
-        let mut comp = Array3::<f32>::zeros(self.dims);
-        for v in component.voxels.iter().filter(|v| self.contains(**v)) {
-            comp[(v[0] - l0, v[1] - l1, v[2] - l2)] = 1.0;
+        let mut out = vec![[0.0f32; NCH]; n0 * n1 * n2];
+        let mask = |l: u8, code: u8| if l == code { 1.0f32 } else { 0.0 };
+        for z in 0..n0 {
+            for y in 0..n1 {
+                for x in 0..n2 {
+                    let v = (z + l0, y + l1, x + l2);
+                    let hu = scan.data[v];
+                    let l = anatomy.labels.data[v];
+                    out[(z * n1 + y) * n2 + x] = [
+                        if hu.is_finite() { hu.clamp(HU_MIN, HU_MAX) } else { HU_MIN },
+                        0.0,
+                        if findings.intravertebral.data[v] { 1.0 } else { 0.0 },
+                        mask(l, labels::VERTEBRAL_BODY),
+                        mask(l, labels::CANAL),
+                        mask(l, labels::DISC),
+                        mask(l, labels::POSTERIOR_ELEMENTS),
+                    ];
+                }
+            }
         }
-        let intra = findings.intravertebral.data.slice(sl).mapv(|b| if b { 1.0 } else { 0.0 });
-        let lab = anatomy.labels.data.slice(sl);
-        let mask = |code: u8| lab.mapv(|l| if l == code { 1.0f32 } else { 0.0 });
-        vec![
-            hu,
-            comp,
-            intra,
-            mask(labels::VERTEBRAL_BODY),
-            mask(labels::CANAL),
-            mask(labels::DISC),
-            mask(labels::POSTERIOR_ELEMENTS),
-        ]
+        for v in component.voxels.iter().filter(|v| self.contains(**v)) {
+            out[((v[0] - l0) * n1 + v[1] - l1) * n2 + v[2] - l2][1] = 1.0;
+        }
+        out
     }
 
     /// Trilinear sample of every channel at continuous scan index `c`; outside the scan: air HU, empty
     /// masks.
-    fn sample(&self, fields: &[Array3<f32>], c: [f64; 3]) -> [f32; CHANNELS.len()] {
-        let mut out = [0.0f32; CHANNELS.len()];
+    fn sample(&self, fields: &[[f32; NCH]], c: [f64; 3]) -> [f32; NCH] {
+        let mut out = [0.0f32; NCH];
         out[0] = HU_MIN / HU_SCALE;
         let mut i0 = [0usize; 3];
         let mut t = [0f32; 3];
@@ -243,23 +252,22 @@ impl LocalBox {
             t[a] = (local - f).clamp(0.0, 1.0) as f32;
         }
         let hi = [0, 1, 2].map(|a| (i0[a] + 1).min(self.dims[a] - 1));
-        for (ch, field) in fields.iter().enumerate() {
-            let get = |z: bool, y: bool, x: bool| {
-                field[(
-                    if z { hi[0] } else { i0[0] },
-                    if y { hi[1] } else { i0[1] },
-                    if x { hi[2] } else { i0[2] },
-                )]
-            };
-            let lerp = |a: f32, b: f32, t: f32| a + (b - a) * t;
-            let c00 = lerp(get(false, false, false), get(false, false, true), t[2]);
-            let c01 = lerp(get(false, true, false), get(false, true, true), t[2]);
-            let c10 = lerp(get(true, false, false), get(true, false, true), t[2]);
-            let c11 = lerp(get(true, true, false), get(true, true, true), t[2]);
-            let v = lerp(lerp(c00, c01, t[1]), lerp(c10, c11, t[1]), t[0]);
-            out[ch] = if ch == 0 { v / HU_SCALE } else { v };
+        let [_, n1, n2] = self.dims;
+        let mut acc = [0.0f32; NCH];
+        for corner in 0..8 {
+            let pick = |a: usize| corner >> (2 - a) & 1 == 1;
+            let idx = [0, 1, 2].map(|a| if pick(a) { hi[a] } else { i0[a] });
+            let w: f32 = (0..3).map(|a| if pick(a) { t[a] } else { 1.0 - t[a] }).product();
+            if w == 0.0 {
+                continue;
+            }
+            let v = &fields[(idx[0] * n1 + idx[1]) * n2 + idx[2]];
+            for (o, x) in acc.iter_mut().zip(v) {
+                *o += w * x;
+            }
         }
-        out
+        acc[0] /= HU_SCALE;
+        acc
     }
 }
 
@@ -268,7 +276,7 @@ mod tests {
     use super::*;
     use crate::anatomy::{Endplates, Plane, PosteriorWall, TargetSource, Timings};
     use crate::volume::{Geometry, LabelVolume, Mask, PatientPosition, Spacing, Volume};
-    use ndarray::s;
+    use ndarray::{s, Array3};
 
     /// A small synthetic vertebra: body block, canal behind it, disc above, a posterior element, cement in
     /// the body and a leak in the canal, stored supine (HFS).
@@ -425,6 +433,13 @@ mod tests {
         assert!(leak.len() > 10, "scene has a leak");
         let [_, ny, nx] = ct.shape();
         let hfs = patch_for(&|v| *v, ct.clone(), lab.clone(), intra.clone(), &leak);
+        let (f, comp) = findings(&ct, intra.clone(), leak.clone());
+        let a = anatomy(lab.clone());
+        let t = std::time::Instant::now();
+        for _ in 0..10 {
+            assert!(extract_patch(&ct, &a, &f, &comp).is_ok());
+        }
+        println!("extract_patch: {:.2} ms per patch", t.elapsed().as_secs_f64() * 1e3 / 10.0);
         let hfp = patch_for(
             &|v| [v[0], ny - 1 - v[1], nx - 1 - v[2]],
             as_prone(&ct),

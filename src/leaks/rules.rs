@@ -151,11 +151,21 @@ impl SiteFrame {
         let g = &labels.geometry;
         let half = (0.25 * height_mm).max(3.0);
         let (mut lat, mut depth, mut radius) = (Vec::new(), Vec::new(), Vec::new());
-        for ((z, y, x), &l) in labels.data.indexed_iter() {
+        let [_, ny, nx] = labels.shape();
+        // The flat buffer is several times faster to walk than `indexed_iter` over a whole scan.
+        let owned;
+        let flat = match labels.data.as_slice() {
+            Some(f) => f,
+            None => {
+                owned = labels.data.iter().copied().collect::<Vec<u8>>();
+                &owned
+            }
+        };
+        for (i, &l) in flat.iter().enumerate() {
             if l != labels::CANAL && l != labels::VERTEBRAL_BODY {
                 continue;
             }
-            let c = self.coords(g.voxel_to_lps([z, y, x]));
+            let c = self.coords(g.voxel_to_lps([i / (ny * nx), (i / nx) % ny, i % nx]));
             if l == labels::VERTEBRAL_BODY {
                 radius.push(c.lateral.hypot(c.anterior_posterior));
             } else if c.along.abs() <= half {
@@ -226,6 +236,11 @@ impl SiteFrame {
             return Zone::Canal;
         }
         Zone::Outside
+    }
+
+    /// Unit vector toward posterior, perpendicular to the spine.
+    pub fn posterior(&self) -> Vec3 {
+        self.posterior
     }
 
     /// In the central canal's slab at least `margin_mm` behind the posterior wall's plane: where cement can

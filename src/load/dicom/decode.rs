@@ -1,7 +1,9 @@
 //! Pixel decoding and the modality rescale to Hounsfield units.
 //!
-//! Decompression is dicom-pixeldata's (uncompressed, deflate, RLE, JPEG baseline/extended/lossless,
-//! JPEG 2000 via the pure-Rust openjp2). The conversion of stored values to HU is done here, from the
+//! Decompression: JPEG (baseline, extended 8/12-bit, lossless) by libjpeg-turbo ([`super::turbo`]) and
+//! JPEG-LS by CharLS ([`super::jpegls`]), frame by frame in parallel after [`super::fragments`] has found
+//! each frame's bytes; everything else (uncompressed, deflate, RLE, JPEG 2000 via the pure-Rust openjp2) by
+//! dicom-pixeldata. The conversion of stored values to HU is done here, from the
 //! decoded native samples: mask to BitsStored, sign-extend when PixelRepresentation = 1, then
 //! HU = slope * value + intercept with the frame's own slope/intercept (per-frame for Enhanced CT). Doing it
 //! here, instead of through `to_vec::<f32>()`, lets the loader see the stored value for padding and write
@@ -23,13 +25,33 @@ use dicom_object::DefaultDicomObject;
 use dicom_pixeldata::PixelDecoder;
 use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
 use ndarray::ArrayViewMut2;
+use rayon::prelude::*;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 /// HU written for padded voxels: air.
 pub const PADDING_HU: f32 = -1024.0;
 
-/// JPEG-LS lossless and near-lossless.
-const JPEG_LS: [&str; 2] = ["1.2.840.10008.1.2.4.80", "1.2.840.10008.1.2.4.81"];
+/// Encapsulated encodings decoded here, frame by frame, instead of by dicom-pixeldata.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum FrameCodec {
+    /// libjpeg-turbo: JPEG baseline (.50), extended incl. 12-bit (.51), lossless (.57, .70), retired
+    /// progressive (.53, .55).
+    Jpeg,
+    /// CharLS: JPEG-LS lossless (.80) and near-lossless (.81).
+    JpegLs,
+}
+
+fn frame_codec(transfer_syntax: &str) -> Option<FrameCodec> {
+    match transfer_syntax {
+        "1.2.840.10008.1.2.4.50"
+        | "1.2.840.10008.1.2.4.51"
+        | "1.2.840.10008.1.2.4.57"
+        | "1.2.840.10008.1.2.4.70" => Some(FrameCodec::Jpeg),
+        t if super::lenient::RETIRED_JPEG_PROGRESSIVE.contains(&t) => Some(FrameCodec::Jpeg),
+        "1.2.840.10008.1.2.4.80" | "1.2.840.10008.1.2.4.81" => Some(FrameCodec::JpegLs),
+        _ => None,
+    }
+}
 
 /// Refuse, from the header alone, images this loader cannot turn into HU.
 pub fn check_decodable(h: &FileHeader) -> Result<(), LoadError> {
@@ -48,12 +70,8 @@ pub fn check_decodable(h: &FileHeader) -> Result<(), LoadError> {
             reason: format!("{} (CT images are MONOCHROME1/2)", h.photometric),
         });
     }
-    if JPEG_LS.contains(&h.transfer_syntax.as_str()) {
-        return Err(LoadError::UnsupportedEncoding {
-            path,
-            transfer_syntax: h.transfer_syntax.clone(),
-            reason: "JPEG-LS is not built into this program".into(),
-        });
+    if frame_codec(&h.transfer_syntax).is_some() {
+        return Ok(());
     }
     match TransferSyntaxRegistry.get(&h.transfer_syntax) {
         None => Err(LoadError::UnsupportedEncoding {
@@ -97,6 +115,9 @@ pub fn decode_into(
         let bits_stored = (h.bits_stored as u32).clamp(1, 8 * width as u32);
         return write_frames(h, &native, width, bits_stored, targets);
     }
+    if let Some(codec) = frame_codec(&h.transfer_syntax) {
+        return decode_frames(obj, h, codec, targets);
+    }
     let decoded = catch_unwind(AssertUnwindSafe(|| obj.decode_pixel_data()))
         .map_err(|_| corrupt("the pixel decoder crashed on this file".into()))?
         .map_err(|e| {
@@ -131,6 +152,40 @@ pub fn decode_into(
     };
     let bits_stored = (decoded.bits_stored() as u32).clamp(1, 8 * width as u32);
     write_frames(h, decoded.data(), width, bits_stored, targets)
+}
+
+/// Decode only the requested frames of an encapsulated JPEG / JPEG-LS file, in parallel, each straight into
+/// its target.
+fn decode_frames(
+    obj: &DefaultDicomObject,
+    h: &FileHeader,
+    codec: FrameCodec,
+    targets: Vec<Target<'_>>,
+) -> Result<(), LoadError> {
+    let corrupt = |reason: String| LoadError::Corrupt { path: h.path.clone(), reason };
+    let Some(DicomValue::PixelSequence(seq)) = obj.get(tags::PIXEL_DATA).map(|e| e.value()) else {
+        return Err(corrupt("compressed transfer syntax but the pixel data is not encapsulated".into()));
+    };
+    let frames = super::fragments::split(seq.fragments(), seq.offset_table(), h.frames as usize)
+        .map_err(|e| corrupt(format!("pixel data fragments: {e}")))?;
+    let (rows, cols) = (h.rows as usize, h.cols as usize);
+    targets.into_par_iter().try_for_each(|mut t| {
+        let encoded = frames
+            .get(t.frame as usize)
+            .ok_or_else(|| corrupt(format!("frame {} requested, the file has {}", t.frame, frames.len())))?;
+        let frame_err = |e: String| corrupt(format!("frame {}: {e}", t.frame));
+        let (bytes, width) = match codec {
+            FrameCodec::Jpeg => {
+                let d = super::turbo::decode_frame(encoded, rows, cols).map_err(frame_err)?;
+                (d.bytes, d.width)
+            }
+            FrameCodec::JpegLs => super::jpegls::decode_frame(encoded, rows, cols).map_err(frame_err)?,
+        };
+        let bits_stored = (h.bits_stored as u32).clamp(1, 8 * width as u32);
+        let conv = Convert { width, bits_stored, signed: h.signed, padding: h.padding };
+        conv.frame(&bytes, t.slope, t.intercept, &mut t.out);
+        Ok(())
+    })
 }
 
 /// Fast path for uncompressed little-endian files on disk: read the bytes, find the PixelData element with the

@@ -124,11 +124,18 @@ pub fn parse_dataset(
     Ok(obj.with_exact_meta(table))
 }
 
+/// Retired JPEG progressive processes (PS3.5 retired: .53 spectral selection, processes 6 & 8; .55 full
+/// progression, processes 10 & 12). dicom-rs does not know these UIDs; their data sets are explicit VR little
+/// endian with encapsulated pixel data like every JPEG transfer syntax, and libjpeg-turbo decodes their
+/// (8- or 12-bit progressive) frames.
+pub const RETIRED_JPEG_PROGRESSIVE: [&str; 2] = ["1.2.840.10008.1.2.4.53", "1.2.840.10008.1.2.4.55"];
+
 /// Parse a whole DICOM file (with or without preamble) whose meta group the strict reader refused.
 pub fn parse_file_bytes(bytes: &[u8]) -> Result<DefaultDicomObject, LenientError> {
     let meta = read_meta(bytes)?;
     let ts = meta.transfer_syntax.clone();
-    parse_dataset(&bytes[meta.dataset_start..], &ts, &meta)
+    let parse_ts = if RETIRED_JPEG_PROGRESSIVE.contains(&ts.as_str()) { "1.2.840.10008.1.2.1" } else { &ts };
+    parse_dataset(&bytes[meta.dataset_start..], parse_ts, &meta)
 }
 
 /// Text of an element stored as UN, decoded with the dictionary VR: binary numbers for US/SS/UL/SL/FL/FD,

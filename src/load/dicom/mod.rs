@@ -15,17 +15,20 @@
 //!    preallocated f32 volume and dropped, so peak memory stays near the final volume plus one decoded file
 //!    per thread.
 //!
-//! JPEG-LS (.80/.81) is refused with `LoadError::UnsupportedEncoding`: its decoder (CharLS) is C++ and is not
-//! built into this program.
+//! JPEG and JPEG-LS frames are decoded by libjpeg-turbo and CharLS, C/C++ libraries that `turbojpeg-sys` and
+//! `charls-sys` build from their bundled sources (cmake, C and C++ compilers: see `scripts/setup.sh`).
 
 mod buffer;
 pub mod decode;
+mod fragments;
 pub mod header;
+mod jpegls;
 pub mod lengths;
 pub mod lenient;
 pub mod multiframe;
 pub mod order;
 pub mod scan;
+mod turbo;
 
 use super::{LoadError, LoadOptions, Scan, SeriesInfo};
 use crate::volume::CtVolume;

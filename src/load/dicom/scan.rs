@@ -76,11 +76,22 @@ fn list_files(path: &Path) -> Result<Vec<PathBuf>, LoadError> {
 }
 
 fn classify(path: &Path) -> Entry {
-    let mut head = [0u8; 132];
-    let n = match std::fs::File::open(path).and_then(|mut f| read_up_to(&mut f, &mut head)) {
-        Ok(n) => n,
-        Err(e) => return Entry::Broken(LoadError::Io { path: path.to_path_buf(), reason: e.to_string() }),
+    let io = |e: std::io::Error| LoadError::Io { path: path.to_path_buf(), reason: e.to_string() };
+    // One open per file: the first read gives both the DICM marker and (usually) the whole header.
+    let opened = std::fs::File::open(path).and_then(|f| {
+        let total = f.metadata()?.len() as usize;
+        Ok((f, total))
+    });
+    let (mut file, total) = match opened {
+        Ok(x) => x,
+        Err(e) => return Entry::Broken(io(e)),
     };
+    let mut buf = vec![0u8; FIRST_READ.min(total)];
+    let n = match read_up_to(&mut file, &mut buf) {
+        Ok(n) => n,
+        Err(e) => return Entry::Broken(io(e)),
+    };
+    buf.truncate(n);
     if n == 0 {
         return Entry::Stray { path: path.to_path_buf(), reason: "empty file (0 bytes)".into() };
     }
@@ -90,10 +101,10 @@ fn classify(path: &Path) -> Entry {
             reason: format!("shorter ({n} bytes) than a DICOM file header"),
         };
     }
-    if &head[128..132] != b"DICM" {
+    if &buf[128..132] != b"DICM" {
         return Entry::Stray { path: path.to_path_buf(), reason: "no DICM marker at byte 128".into() };
     }
-    let obj = match header_bytes(path) {
+    let obj = match header_bytes(path, file, total, buf) {
         Ok(bytes) => match super::parse_bytes(path, &bytes, true) {
             Ok(o) => o,
             Err(e) => return Entry::Broken(e),
@@ -118,23 +129,22 @@ fn classify(path: &Path) -> Entry {
     }
 }
 
-/// The bytes of `path` up to its PixelData header. A classic CT header fits in the first few KiB, so the read
-/// starts small and grows (doubling) only while the walk needs more; a file is thus read no further than its
-/// PixelData header, and the pixels are read once, by the decoder. Lengths are checked against the file
-/// size on the way ([`super::lengths`]).
-fn header_bytes(path: &Path) -> Result<Vec<u8>, LoadError> {
-    const FIRST: usize = 16 * 1024;
+/// First read of each file: a classic CT header fits in the first few KiB.
+const FIRST_READ: usize = 16 * 1024;
+
+/// The bytes of `path` up to its PixelData header, given the file and its first bytes `buf`. The read grows
+/// (doubling) only while the walk needs more; a file is thus read no further than its PixelData header, and
+/// the pixels are read once, by the decoder. Lengths are checked against the file size on the way
+/// ([`super::lengths`]).
+fn header_bytes(
+    path: &Path,
+    mut f: std::fs::File,
+    total: usize,
+    mut buf: Vec<u8>,
+) -> Result<Vec<u8>, LoadError> {
     let io = |e: std::io::Error| LoadError::Io { path: path.to_path_buf(), reason: e.to_string() };
-    let mut f = std::fs::File::open(path).map_err(io)?;
-    let total = f.metadata().map_err(io)?.len() as usize;
-    let mut buf = Vec::new();
-    let mut want = FIRST.min(total);
+    let mut at_end = buf.len() >= total || buf.len() < FIRST_READ;
     loop {
-        let have = buf.len();
-        buf.resize(want, 0);
-        let n = read_up_to(&mut f, &mut buf[have..]).map_err(io)?;
-        buf.truncate(have + n);
-        let at_end = n < want - have || buf.len() >= total;
         match super::lengths::walk(&buf, total, true) {
             super::lengths::Walk::Bad(reason) => {
                 return Err(LoadError::Corrupt { path: path.to_path_buf(), reason })
@@ -144,7 +154,14 @@ fn header_bytes(path: &Path) -> Result<Vec<u8>, LoadError> {
                 return Ok(buf);
             }
             _ if at_end => return Ok(buf),
-            _ => want = (want * 2).min(total),
+            _ => {
+                let have = buf.len();
+                let want = (have * 2).min(total);
+                buf.resize(want, 0);
+                let n = read_up_to(&mut f, &mut buf[have..]).map_err(io)?;
+                buf.truncate(have + n);
+                at_end = n < want - have || buf.len() >= total;
+            }
         }
     }
 }
