@@ -3,6 +3,7 @@
 
 pub mod info;
 pub mod phantom;
+pub mod phantom_hybrid;
 pub mod segment;
 
 use crate::load::LoadError;
