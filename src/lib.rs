@@ -8,6 +8,7 @@
 //! `write` (DICOM and NIfTI writers), `phantom` (synthetic injection sequences with ground truth), `cli`.
 
 pub mod alert;
+pub mod analyze;
 pub mod anatomy;
 pub mod cement;
 pub mod cli;

@@ -16,21 +16,27 @@ struct Cli {
 #[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Command {
+    /// Analyse one injection scan: cement, leaks by site, alert; writes OUT/report.json (+ masks, key images).
+    Analyze(cli::analyze::Args),
     /// Describe the CT series at PATH: modality, position, orientation, shape, spacing, HU range, encoding.
     Info(cli::info::Args),
     /// Generate a synthetic vertebroplasty injection sequence with ground truth.
     Phantom(cli::phantom::Args),
     /// Segment the treated vertebra's anatomy (body, canal, discs, posterior elements).
     Segment(cli::segment::Args),
+    /// Export leak-component patches from phantom sequences for training the leak-site model.
+    Patches(cli::patches::Args),
 }
 
 fn main() -> ExitCode {
     cli::init_logging();
     let args = Cli::parse();
     let result = match args.command {
+        Command::Analyze(a) => cli::analyze::run(a),
         Command::Info(a) => cli::info::run(a),
         Command::Phantom(a) => cli::phantom::run(a),
         Command::Segment(a) => cli::segment::run(a),
+        Command::Patches(a) => cli::patches::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,7 +1,9 @@
 //! Command-line front ends. Each subcommand has an `Args` (clap) and a `run` returning `anyhow::Result`;
 //! the typed errors of the library stages are classified here into exit codes.
 
+pub mod analyze;
 pub mod info;
+pub mod patches;
 pub mod phantom;
 pub mod phantom_hybrid;
 pub mod segment;

@@ -30,7 +30,7 @@ pub struct Args {
     pub series: Option<String>,
 }
 
-fn parse_lps(s: &str) -> Result<Lps, String> {
+pub fn parse_lps(s: &str) -> Result<Lps, String> {
     let v: Vec<f64> = s
         .split(',')
         .map(|t| t.trim().parse::<f64>().map_err(|e| format!("{t:?}: {e}")))

@@ -1,0 +1,369 @@
+//! The whole analysis of one post-injection scan: anatomy -> cement -> leak sites -> alert -> report.
+//!
+//! ```text
+//! let mut analyzer = Analyzer::new(policy, model);
+//! let analysis = analyzer.run(&AnalyzeInputs { scan, baseline, previous, hint })?;
+//! analysis.report   // report.json (schema cementleak.report/1); timing_ms.total is the analysis only,
+//!                   // the CLI replaces it with process start to report written
+//! analysis.labels   // spec label map on the scan grid: 1-4 anatomy, 10 cement, 11-14 leaks by site, 20 metal
+//! ```
+//!
+//! Decisions:
+//! - Anatomy is segmented on the scan itself, not on the baseline: the leak sites and the wall distance are
+//!   judged where the cement is now, and a second segmentation would cost as much again as the whole time
+//!   budget. The anatomy's own segmentation copes with cement in the body and the canal.
+//! - A scan where no treated vertebra is found still gets a report (`vertebra.found: false`) with a `pause`
+//!   alert: nothing can be said about leaks, so injection must not go on without a look at the images.
+//!   Only an unusable image (empty, degenerate geometry) is an error.
+//! - A leak is *new* when its region held less than the smallest reportable leak in the previous scan;
+//!   otherwise `grew_ml` is its volume now minus then.
+
+pub mod escape;
+pub mod key_images;
+pub mod measure;
+
+use crate::alert::{decide, Alert, AlertLevel, AlertPolicy, LeakObservation};
+use crate::anatomy::{segment, Anatomy, AnatomyError, TargetHint};
+use crate::cement::{detect, CementComponent, CementError, CementFindings, CementInputs, CementParams};
+use crate::leaks::classify::{fuse, Verdict};
+use crate::leaks::rules::{RuleOpinion, SiteFrame};
+use crate::leaks::{ModelOpinion, Site};
+use crate::load::Scan;
+use crate::report::{
+    CementReport, Generator, Inputs, LeakReport, ModelRef, Report, SeriesRef, VertebraReport, SCHEMA_ID,
+};
+use crate::volume::{labels, LabelVolume, Lps};
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+/// Stand-in for the ONNX leak-site model until it lands (`crate::leaks::model::LeakModel`): a type with no
+/// values, so an analyzer can only be built without a model and the rule-only path is the one that runs.
+#[derive(Debug)]
+pub enum LeakModel {}
+
+impl LeakModel {
+    fn reference(&self) -> ModelRef {
+        match *self {}
+    }
+}
+
+/// What to analyse. The earlier scans may be on other grids (they are registered onto the scan).
+#[derive(Clone, Copy, Debug)]
+pub struct AnalyzeInputs<'a> {
+    pub scan: &'a Scan,
+    /// After needle placement, before any cement.
+    pub baseline: Option<&'a Scan>,
+    /// After the previous injection.
+    pub previous: Option<&'a Scan>,
+    pub hint: TargetHint,
+}
+
+/// One reported leak with everything that decided it.
+#[derive(Clone, Debug)]
+pub struct LeakFinding {
+    /// The id in the report.
+    pub id: u32,
+    pub component: CementComponent,
+    pub rule: RuleOpinion,
+    pub model: Option<ModelOpinion>,
+    pub verdict: Verdict,
+}
+
+/// The result of [`Analyzer::run`].
+#[derive(Clone, Debug)]
+pub struct Analysis {
+    pub report: Report,
+    /// Spec label map on the scan grid.
+    pub labels: LabelVolume,
+    /// `None` when no treated vertebra was found.
+    pub anatomy: Option<Anatomy>,
+    pub findings: Option<CementFindings>,
+    /// Reported leaks (suppressed components are left out), in report order.
+    pub leaks: Vec<LeakFinding>,
+    /// Partial-volume centre of the intravertebral cement, when there is some.
+    pub cement_centroid: Option<Lps>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AnalyzeError {
+    /// The image cannot be analysed at all (empty, degenerate geometry): the user must give another series.
+    #[error("unusable scan: {0}")]
+    BadInput(String),
+    #[error("cement detection failed: {0}")]
+    Cement(CementError),
+}
+
+/// Runs the pipeline with one policy (and later one model) over any number of scans.
+#[derive(Debug)]
+pub struct Analyzer {
+    policy: AlertPolicy,
+    model: Option<LeakModel>,
+    params: CementParams,
+}
+
+fn ms(t: Instant) -> f64 {
+    (t.elapsed().as_secs_f64() * 1e5).round() / 100.0
+}
+
+fn round(v: f64, places: i32) -> f64 {
+    let f = 10f64.powi(places);
+    (v * f).round() / f
+}
+
+impl Analyzer {
+    pub fn new(policy: AlertPolicy, model: Option<LeakModel>) -> Analyzer {
+        Analyzer { policy, model, params: CementParams::default() }
+    }
+
+    pub fn policy(&self) -> &AlertPolicy {
+        &self.policy
+    }
+
+    pub fn run(&mut self, inputs: &AnalyzeInputs) -> Result<Analysis, AnalyzeError> {
+        let t_all = Instant::now();
+        let scan = inputs.scan;
+        let mut timing = BTreeMap::new();
+        let mut warnings: Vec<String> = scan.warnings.clone();
+        for (what, s) in [("baseline", inputs.baseline), ("previous", inputs.previous)] {
+            if let Some(s) = s {
+                warnings.extend(s.warnings.iter().map(|w| format!("{what} scan: {w}")));
+            }
+        }
+        if self.model.is_none() {
+            warnings.push("site from anatomical rules only (no model)".into());
+        }
+        let generator = Generator::this(self.model.as_ref().map(LeakModel::reference));
+        let input = Inputs {
+            scan: SeriesRef::of(scan),
+            baseline: inputs.baseline.map(SeriesRef::of),
+            previous: inputs.previous.map(SeriesRef::of),
+        };
+
+        let t = Instant::now();
+        let anatomy = match segment(&scan.volume, inputs.hint) {
+            Ok(a) => a,
+            Err(AnatomyError::BadInput(why)) => return Err(AnalyzeError::BadInput(why)),
+            Err(e @ (AnatomyError::NoSpine(_) | AnatomyError::NoBody(_))) => {
+                timing.insert("anatomy".to_string(), ms(t));
+                timing.insert("total".to_string(), ms(t_all));
+                warnings.push(format!("{e}; leaks could not be assessed"));
+                return Ok(self.not_found(scan, generator, input, timing, warnings, &e));
+            }
+        };
+        timing.insert("anatomy".to_string(), ms(t));
+        warnings.extend(anatomy.warnings.iter().cloned());
+        tracing::info!(centroid = %anatomy.body_centroid, volume_ml = anatomy.body_volume_ml, "anatomy");
+
+        let t = Instant::now();
+        let body = crate::volume::Volume::new(
+            anatomy.labels.data.mapv(|l| l == labels::VERTEBRAL_BODY),
+            anatomy.labels.geometry,
+        );
+        let cement_inputs = CementInputs {
+            scan: &scan.volume,
+            baseline: inputs.baseline.map(|s| &s.volume),
+            previous: inputs.previous.map(|s| &s.volume),
+            body: &body,
+        };
+        let mut findings = detect(&cement_inputs, &self.params).map_err(|e| match e {
+            CementError::BadGeometry => AnalyzeError::BadInput(e.to_string()),
+            e => AnalyzeError::Cement(e),
+        })?;
+        timing.insert("cement".to_string(), ms(t));
+        warnings.extend(findings.warnings.iter().cloned());
+        tracing::info!(
+            intravertebral_ml = findings.intravertebral_ml,
+            leaks = findings.leaks.len(),
+            "cement"
+        );
+
+        let t = Instant::now();
+        let frame = SiteFrame::new(&anatomy);
+        let escaped = escape::split_escaped(
+            &mut findings,
+            &frame,
+            &scan.volume,
+            inputs.previous.map(|s| &s.volume),
+            self.params.min_leak_ml,
+        );
+        if escaped > 0 {
+            warnings.push(format!(
+                "{escaped} cement component(s) inside the body mask but behind the posterior wall were reported \
+                 as leaks; the vertebral body outline may include the canal there"
+            ));
+        }
+        let opinions: Vec<(RuleOpinion, Option<ModelOpinion>)> =
+            findings.leaks.iter().map(|c| (frame.classify(&anatomy.labels, c), None)).collect();
+        let mut leaks = Vec::new();
+        let mut suppressed_ml = 0.0;
+        for (component, (rule, model)) in findings.leaks.iter().zip(opinions) {
+            let verdict = fuse(&rule, model.as_ref(), component.volume_ml);
+            if !verdict.keep {
+                suppressed_ml += component.volume_ml;
+                warnings.push(format!(
+                    "a {:.3} mL component near {} was taken for an artefact by the model and not reported",
+                    component.volume_ml, component.centroid
+                ));
+                continue;
+            }
+            let id = leaks.len() as u32 + 1;
+            leaks.push(LeakFinding { id, component: component.clone(), rule, model, verdict });
+        }
+        timing.insert("leaks".to_string(), ms(t));
+
+        let t = Instant::now();
+        let wall_mm = measure::posterior_wall_distance_mm(&findings.intravertebral, &anatomy.posterior_wall);
+        let cement_centroid = measure::centroid(&findings.intravertebral);
+        let leak_reports: Vec<LeakReport> = leaks.iter().map(|l| self.leak_report(l)).collect();
+        let observations: Vec<LeakObservation> = leak_reports
+            .iter()
+            .map(|l| LeakObservation {
+                id: l.id,
+                site: l.site,
+                foraminal: l.foraminal,
+                volume_ml: l.volume_ml,
+                new: l.new,
+                grew_ml: l.grew_ml,
+            })
+            .collect();
+        let alert = decide(&self.policy, &observations, wall_mm);
+        if inputs.previous.is_none() && !leak_reports.is_empty() {
+            warnings.push("no previous scan: every leak is treated as possibly new".into());
+        }
+        timing.insert("alert".to_string(), ms(t));
+
+        let t = Instant::now();
+        let labels = measure::label_map(&anatomy.labels, &findings, &leaks);
+        timing.insert("labels".to_string(), ms(t));
+
+        let total_ml = (findings.total_ml - suppressed_ml).max(0.0);
+        let report = Report {
+            schema: SCHEMA_ID,
+            generator,
+            input,
+            vertebra: VertebraReport {
+                found: true,
+                level: scan.info.level.clone().or_else(|| anatomy.level.clone()),
+                centroid_lps_mm: Some(anatomy.body_centroid.rounded()),
+                body_volume_ml: Some(round(anatomy.body_volume_ml, 2)),
+                posterior_wall_intact: anatomy.posterior_wall_intact,
+            },
+            cement: CementReport {
+                total_volume_ml: round(total_ml, 3),
+                intravertebral_volume_ml: round(findings.intravertebral_ml, 3),
+                new_volume_ml: findings.new_since_previous_ml.map(|v| round(v, 3)),
+                posterior_wall_distance_mm: wall_mm.map(|d| round(d, 1)),
+                fill_fraction: (anatomy.body_volume_ml > 0.0)
+                    .then(|| round((findings.intravertebral_ml / anatomy.body_volume_ml).clamp(0.0, 1.0), 3)),
+            },
+            leaks: leak_reports,
+            alert,
+            timing_ms: {
+                timing.insert("total".to_string(), ms(t_all));
+                timing
+            },
+            warnings,
+        };
+        Ok(Analysis {
+            report,
+            labels,
+            anatomy: Some(anatomy),
+            findings: Some(findings),
+            leaks,
+            cement_centroid,
+        })
+    }
+
+    fn leak_report(&self, l: &LeakFinding) -> LeakReport {
+        let c = &l.component;
+        // Smaller than the smallest reportable leak in the previous scan: it was not there.
+        let new = c.previous_ml.map(|p| p < self.params.min_leak_ml);
+        let grew_ml = match (new, c.previous_ml) {
+            (Some(false), Some(p)) => Some(round(c.volume_ml - p, 4)),
+            _ => None,
+        };
+        let model_probabilities = l.model.map(|m| {
+            crate::leaks::ModelClass::ALL
+                .iter()
+                .map(|k| (k.name().to_string(), round(f64::from(m.probability(*k)), 4)))
+                .collect()
+        });
+        LeakReport {
+            id: l.id,
+            site: l.verdict.site,
+            foraminal: l.verdict.foraminal,
+            volume_ml: round(c.volume_ml, 4),
+            centroid_lps_mm: c.centroid.rounded(),
+            max_hu: f64::from(c.max_hu).round(),
+            new,
+            grew_ml,
+            confidence: round(l.verdict.confidence, 3),
+            model_site: l.model.map(|m| m.best().0.name().to_string()),
+            model_probabilities,
+            rule_site: Some(l.rule.site.name().to_string()),
+            review: l.verdict.review,
+        }
+    }
+
+    fn not_found(
+        &self,
+        scan: &Scan,
+        generator: Generator,
+        input: Inputs,
+        timing_ms: BTreeMap<String, f64>,
+        warnings: Vec<String>,
+        why: &AnatomyError,
+    ) -> Analysis {
+        let report = Report {
+            schema: SCHEMA_ID,
+            generator,
+            input,
+            vertebra: VertebraReport {
+                found: false,
+                level: scan.info.level.clone(),
+                centroid_lps_mm: None,
+                body_volume_ml: None,
+                posterior_wall_intact: None,
+            },
+            cement: CementReport {
+                total_volume_ml: 0.0,
+                intravertebral_volume_ml: 0.0,
+                new_volume_ml: None,
+                posterior_wall_distance_mm: None,
+                fill_fraction: None,
+            },
+            leaks: Vec::new(),
+            alert: Alert {
+                level: AlertLevel::Pause,
+                next_aliquot_ml: None,
+                reasons: vec![format!("pause: the treated vertebra was not found ({why}); check the images")],
+            },
+            timing_ms,
+            warnings,
+        };
+        Analysis {
+            report,
+            labels: scan.volume.same_grid(labels::BACKGROUND),
+            anatomy: None,
+            findings: None,
+            leaks: Vec::new(),
+            cement_centroid: None,
+        }
+    }
+}
+
+/// Site names in report order, for callers that print a summary.
+pub fn site_summary(report: &Report) -> String {
+    if report.leaks.is_empty() {
+        return "no leak".into();
+    }
+    report
+        .leaks
+        .iter()
+        .map(|l| {
+            let site: &str = if l.foraminal { "canal (foraminal)" } else { Site::name(l.site) };
+            format!("{site} {:.3} mL", l.volume_ml)
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}

@@ -1,0 +1,351 @@
+//! Leak site from the anatomy: where each leak component's voxels lie relative to the treated vertebra.
+//!
+//! Every direction comes from the anatomy (spine axis, posterior wall normal, endplate planes), never from
+//! array axes, so prone, supine and decubitus scans give the same answer. Each voxel of a component is put
+//! in one zone, the component's zone fractions and shape are its [`RuleEvidence`], and the rules below turn
+//! them into a site. The evidence is kept so the fusion with the model (`classify`) can weigh it.
+//!
+//! Zones of one voxel (first match wins):
+//! - **foramen**: in the canal label (2) but further from the canal's midline than the central canal's
+//!   half-width — the anatomy labels the foramina as canal, lateral to the pedicles' inner edges.
+//! - **canal**: in the canal label, or behind the posterior wall inside the central canal's slab (width and
+//!   depth measured on the canal label at mid-body height). The slab catches cement the segmentation left
+//!   unlabelled because it made the canal look like bone.
+//! - **disc**: in the disc label (3), or beyond an endplate plane by less than the disc band, inside the
+//!   body's radius and anterior of the posterior wall (disc labels are thin and cement-filled discs are
+//!   sometimes cut from them).
+//! - **outside**: everything else (lateral and anterior soft tissue, segmental veins, posterior elements).
+//!
+//! The venous zone overlaps the canal zone on purpose: the anterior internal venous plexus lies in the
+//! anterior epidural space, just behind the wall at the midline. What separates a venous leak from an
+//! epidural (canal) one there is shape: cement in the plexus fills a vein and is **tubular, thin and runs
+//! along the spine**; cement spreading in the epidural fat is **amorphous and spreads sideways**. So:
+//!
+//! 1. `posterior_vein` when most voxels are in the venous zone (within `VEIN_BEHIND_WALL_MM` behind the wall
+//!    and `VEIN_HALF_WIDTH_MM` of the midline) and the component is a thin longitudinal tube (longer along
+//!    the spine than `VEIN_ELONGATION` times its width, no wider than `VEIN_MAX_WIDTH_MM`, no thicker than
+//!    `VEIN_MAX_DEPTH_MM`). Too small to show a shape (under `VEIN_MIN_LENGTH_MM` long) is not tubular.
+//! 2. `canal` when at least `CANAL_MIN_FRACTION` of the voxels are in the canal or a foramen (foraminal when
+//!    the foramen holds at least a quarter of them): a modest fraction suffices because the danger of canal
+//!    cement does not depend on how much of the component lies elsewhere.
+//! 3. `disc` when at least `DISC_MIN_FRACTION` are in the disc zone.
+//! 4. `paraspinal` otherwise.
+
+use super::Site;
+use crate::anatomy::Anatomy;
+use crate::cement::CementComponent;
+use crate::volume::{labels, Geometry, LabelVolume, Lps, Vec3};
+
+/// Fraction of a component in the canal (or a foramen) that makes it a canal leak.
+pub const CANAL_MIN_FRACTION: f64 = 0.2;
+/// Fraction in the disc zone that makes it a disc leak.
+pub const DISC_MIN_FRACTION: f64 = 0.3;
+/// Venous zone: from just anterior of the wall plane (partial volume) to this far behind it.
+pub const VEIN_BEHIND_WALL_MM: f64 = 5.0;
+/// Venous zone half-width around the canal's midline (the plexus and the basivertebral exit are central).
+pub const VEIN_HALF_WIDTH_MM: f64 = 7.0;
+/// Fraction of the component in the venous zone for a venous leak.
+pub const VEIN_MIN_FRACTION: f64 = 0.6;
+/// Length along the spine over width for a tube.
+pub const VEIN_ELONGATION: f64 = 1.8;
+pub const VEIN_MAX_WIDTH_MM: f64 = 10.0;
+pub const VEIN_MAX_DEPTH_MM: f64 = 6.0;
+pub const VEIN_MIN_LENGTH_MM: f64 = 6.0;
+/// Disc zone: this far beyond an endplate plane (adult discs are 4-12 mm high; tilt and blur).
+pub const DISC_BAND_MM: f64 = 15.0;
+/// Used when the canal label gives too few voxels to measure (typical adult lumbar canal).
+const DEFAULT_CANAL_HALF_WIDTH_MM: f64 = 9.0;
+const DEFAULT_CANAL_DEPTH_MM: f64 = 16.0;
+
+/// Zone fractions and shape of one component; what the rule decided from.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct RuleEvidence {
+    pub voxels: usize,
+    /// Fractions of the component's voxels in each zone (canal + foramen + disc + outside = 1).
+    pub canal: f64,
+    pub foramen: f64,
+    pub disc: f64,
+    pub outside: f64,
+    /// Fraction in the venous zone (overlaps canal and outside).
+    pub venous_zone: f64,
+    /// Extents along the spine, across (left-right) and front-to-back, mm (voxel size included).
+    pub length_mm: f64,
+    pub width_mm: f64,
+    pub depth_mm: f64,
+}
+
+impl RuleEvidence {
+    /// Thin tube along the spine (see the module documentation).
+    pub fn is_tubular(&self) -> bool {
+        self.length_mm >= VEIN_MIN_LENGTH_MM
+            && self.width_mm <= VEIN_MAX_WIDTH_MM
+            && self.depth_mm <= VEIN_MAX_DEPTH_MM
+            && self.length_mm >= VEIN_ELONGATION * self.width_mm
+    }
+}
+
+/// The rules' site for one component.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct RuleOpinion {
+    pub site: Site,
+    pub foraminal: bool,
+    /// How clearly the evidence supports `site`, 0..1.
+    pub confidence: f64,
+    pub evidence: RuleEvidence,
+}
+
+/// The treated vertebra's frame and the canal's measured slab, computed once per scan.
+#[derive(Clone, Debug)]
+pub struct SiteFrame {
+    superior: Vec3,
+    posterior: Vec3,
+    left: Vec3,
+    centre: Lps,
+    wall_point: Lps,
+    wall_normal: Vec3,
+    canal_mid_lateral: f64,
+    canal_half_width: f64,
+    canal_depth: f64,
+    body_radius: f64,
+    endplates: [(Lps, Vec3); 2],
+}
+
+fn quantile(v: &mut [f64], q: f64) -> Option<f64> {
+    if v.is_empty() {
+        return None;
+    }
+    let k = ((v.len() - 1) as f64 * q).round() as usize;
+    v.select_nth_unstable_by(k, |a, b| a.total_cmp(b));
+    Some(v[k])
+}
+
+impl SiteFrame {
+    pub fn new(anatomy: &Anatomy) -> SiteFrame {
+        let superior = anatomy.spine_axis.normalized().unwrap_or(Vec3([0.0, 0.0, 1.0]));
+        let n = anatomy.posterior_wall.normal;
+        let posterior = (n - superior * n.dot(superior)).normalized().unwrap_or(Vec3([0.0, 1.0, 0.0]));
+        let left = posterior.cross(superior);
+        let centre = anatomy.body_centroid;
+        let wall = &anatomy.posterior_wall;
+        let ep = &anatomy.endplates;
+        let mut frame = SiteFrame {
+            superior,
+            posterior,
+            left,
+            centre,
+            wall_point: wall.point,
+            wall_normal: wall.normal,
+            canal_mid_lateral: 0.0,
+            canal_half_width: DEFAULT_CANAL_HALF_WIDTH_MM,
+            canal_depth: DEFAULT_CANAL_DEPTH_MM,
+            body_radius: 25.0,
+            endplates: [(ep.superior.point, ep.superior.normal), (ep.inferior.point, ep.inferior.normal)],
+        };
+        frame.measure(&anatomy.labels, ep.height_mm);
+        frame
+    }
+
+    /// Canal slab (midline, half-width, depth) at mid-body height, where the pedicles bound the canal and the
+    /// foramina are absent, and the body's radius around its axis.
+    fn measure(&mut self, labels: &LabelVolume, height_mm: f64) {
+        let g = &labels.geometry;
+        let half = (0.25 * height_mm).max(3.0);
+        let (mut lat, mut depth, mut radius) = (Vec::new(), Vec::new(), Vec::new());
+        for ((z, y, x), &l) in labels.data.indexed_iter() {
+            if l != labels::CANAL && l != labels::VERTEBRAL_BODY {
+                continue;
+            }
+            let c = self.coords(g.voxel_to_lps([z, y, x]));
+            if l == labels::VERTEBRAL_BODY {
+                radius.push(c.lateral.hypot(c.anterior_posterior));
+            } else if c.along.abs() <= half {
+                lat.push(c.lateral);
+                depth.push(c.behind_wall);
+            }
+        }
+        if let Some(r) = quantile(&mut radius, 0.9) {
+            self.body_radius = r;
+        }
+        if lat.len() >= 20 {
+            let mid = quantile(&mut lat, 0.5).unwrap_or(0.0);
+            let mut off: Vec<f64> = lat.iter().map(|v| (v - mid).abs()).collect();
+            self.canal_mid_lateral = mid;
+            self.canal_half_width = quantile(&mut off, 0.95).unwrap_or(DEFAULT_CANAL_HALF_WIDTH_MM).max(4.0);
+            self.canal_depth = quantile(&mut depth, 0.95).unwrap_or(DEFAULT_CANAL_DEPTH_MM).max(6.0);
+        }
+        tracing::debug!(
+            mid = self.canal_mid_lateral,
+            half_width = self.canal_half_width,
+            depth = self.canal_depth,
+            body_radius = self.body_radius,
+            "site frame"
+        );
+    }
+
+    fn coords(&self, p: Lps) -> FrameCoords {
+        let rel = p - self.centre;
+        FrameCoords {
+            along: rel.dot(self.superior),
+            lateral: rel.dot(self.left),
+            anterior_posterior: rel.dot(self.posterior),
+            behind_wall: (p - self.wall_point).dot(self.wall_normal),
+        }
+    }
+
+    fn beyond_endplate(&self, p: Lps) -> Option<f64> {
+        self.endplates
+            .iter()
+            .map(|(pt, n)| (p - *pt).dot(*n))
+            .filter(|d| *d > 0.0)
+            .fold(None, |acc: Option<f64>, d| Some(acc.map_or(d, |a| a.min(d))))
+    }
+
+    /// Size of one voxel projected on a frame direction, mm.
+    fn voxel_extent(g: &Geometry, dir: Vec3) -> f64 {
+        let s = g.spacing.zyx();
+        (0..3).map(|a| g.axes[a].dot(dir).abs() * s[a]).sum()
+    }
+
+    fn zone(&self, label: u8, c: &FrameCoords, p: Lps) -> Zone {
+        let off_mid = (c.lateral - self.canal_mid_lateral).abs();
+        if label == labels::CANAL {
+            return if off_mid > self.canal_half_width + 1.0 { Zone::Foramen } else { Zone::Canal };
+        }
+        if label == labels::DISC {
+            return Zone::Disc;
+        }
+        let radial = c.lateral.hypot(c.anterior_posterior);
+        if c.behind_wall < 0.0
+            && radial <= self.body_radius + 2.0
+            && self.beyond_endplate(p).is_some_and(|d| d > 0.5 && d <= DISC_BAND_MM)
+        {
+            return Zone::Disc;
+        }
+        if c.behind_wall > -1.0 && c.behind_wall <= self.canal_depth + 1.0 && off_mid <= self.canal_half_width
+        {
+            return Zone::Canal;
+        }
+        Zone::Outside
+    }
+
+    /// In the central canal's slab at least `margin_mm` behind the posterior wall's plane: where cement can
+    /// only be if it left the body, whatever the body mask says.
+    pub fn behind_wall_in_canal(&self, p: Lps, margin_mm: f64) -> bool {
+        let c = self.coords(p);
+        c.behind_wall > margin_mm
+            && c.behind_wall <= self.canal_depth + 1.0
+            && (c.lateral - self.canal_mid_lateral).abs() <= self.canal_half_width
+    }
+
+    fn venous(&self, c: &FrameCoords) -> bool {
+        (c.lateral - self.canal_mid_lateral).abs() <= VEIN_HALF_WIDTH_MM
+            && c.behind_wall > -1.5
+            && c.behind_wall <= VEIN_BEHIND_WALL_MM
+    }
+
+    /// The zone fractions and shape of one component.
+    pub fn evidence(&self, labels: &LabelVolume, component: &CementComponent) -> RuleEvidence {
+        let g = &labels.geometry;
+        let mut counts = [0usize; 4];
+        let mut venous = 0usize;
+        let mut lo = [f64::MAX; 3];
+        let mut hi = [f64::MIN; 3];
+        for &v in &component.voxels {
+            let p = g.voxel_to_lps(v);
+            let label = labels.data.get(v).copied().unwrap_or(0);
+            let c = self.coords(p);
+            counts[self.zone(label, &c, p) as usize] += 1;
+            venous += usize::from(self.venous(&c));
+            for (k, x) in [c.along, c.lateral, c.behind_wall].into_iter().enumerate() {
+                lo[k] = lo[k].min(x);
+                hi[k] = hi[k].max(x);
+            }
+        }
+        let n = component.voxels.len();
+        if n == 0 {
+            return RuleEvidence { outside: 1.0, ..Default::default() };
+        }
+        let f = |c: usize| c as f64 / n as f64;
+        let ext = |k: usize, dir: Vec3| hi[k] - lo[k] + Self::voxel_extent(g, dir);
+        RuleEvidence {
+            voxels: n,
+            canal: f(counts[Zone::Canal as usize]),
+            foramen: f(counts[Zone::Foramen as usize]),
+            disc: f(counts[Zone::Disc as usize]),
+            outside: f(counts[Zone::Outside as usize]),
+            venous_zone: f(venous),
+            length_mm: ext(0, self.superior),
+            width_mm: ext(1, self.left),
+            depth_mm: ext(2, self.posterior),
+        }
+    }
+
+    /// The rules' site of one component (see the module documentation).
+    pub fn classify(&self, labels: &LabelVolume, component: &CementComponent) -> RuleOpinion {
+        decide(self.evidence(labels, component))
+    }
+}
+
+/// The rules on the evidence alone (see the module documentation for why each rule is what it is).
+pub fn decide(e: RuleEvidence) -> RuleOpinion {
+    let in_canal = e.canal + e.foramen;
+    let (site, support) = if e.venous_zone >= VEIN_MIN_FRACTION && e.is_tubular() {
+        (Site::PosteriorVein, e.venous_zone)
+    } else if in_canal >= CANAL_MIN_FRACTION {
+        // Support grows from the threshold to certainty at half the component in the canal.
+        (Site::Canal, (in_canal / 0.5).min(1.0))
+    } else if e.disc >= DISC_MIN_FRACTION {
+        (Site::Disc, e.disc)
+    } else {
+        (Site::Paraspinal, e.outside)
+    };
+    let foraminal = site == Site::Canal && e.foramen >= 0.25 * in_canal;
+    RuleOpinion { site, foraminal, confidence: (0.5 + 0.45 * support).clamp(0.5, 0.95), evidence: e }
+}
+
+#[derive(Clone, Copy, Debug)]
+struct FrameCoords {
+    along: f64,
+    lateral: f64,
+    anterior_posterior: f64,
+    behind_wall: f64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Zone {
+    Canal = 0,
+    Foramen = 1,
+    Disc = 2,
+    Outside = 3,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ev() -> RuleEvidence {
+        RuleEvidence { voxels: 100, length_mm: 5.0, width_mm: 5.0, depth_mm: 4.0, ..Default::default() }
+    }
+
+    #[test]
+    fn tube_behind_the_wall_is_venous_blob_is_canal() {
+        let tube = RuleEvidence { canal: 1.0, venous_zone: 0.9, length_mm: 24.0, width_mm: 4.0, ..ev() };
+        assert_eq!(decide(tube).site, Site::PosteriorVein);
+        let blob = RuleEvidence { canal: 1.0, venous_zone: 0.9, length_mm: 9.0, width_mm: 12.0, ..ev() };
+        assert_eq!(decide(blob).site, Site::Canal);
+        let short = RuleEvidence { canal: 1.0, venous_zone: 1.0, length_mm: 4.0, width_mm: 1.5, ..ev() };
+        assert_eq!(decide(short).site, Site::Canal, "too short to show a tube: the dangerous reading");
+    }
+
+    #[test]
+    fn canal_wins_over_disc_and_outside_at_a_fifth() {
+        let e = RuleEvidence { canal: 0.1, foramen: 0.15, disc: 0.5, outside: 0.25, ..ev() };
+        let o = decide(e);
+        assert_eq!(o.site, Site::Canal);
+        assert!(o.foraminal);
+        let d = decide(RuleEvidence { canal: 0.1, disc: 0.6, outside: 0.3, ..ev() });
+        assert_eq!(d.site, Site::Disc);
+        assert!(!d.foraminal);
+        assert_eq!(decide(RuleEvidence { outside: 1.0, ..ev() }).site, Site::Paraspinal);
+    }
+}
