@@ -57,6 +57,10 @@ struct Args {
     /// JSON output.
     #[arg(long, default_value = "target/evaluation.json")]
     json: PathBuf,
+    /// Target hint given to analyze: `auto` (the product finds the treated vertebra, as in the clinic without
+    /// `--at`) or `tip` (the true needle tip, as with `--at`: separates target choice from the rest).
+    #[arg(long, default_value = "auto", value_parser = ["auto", "tip"])]
+    hint: String,
 }
 
 /// Leak-site patterns the cases cycle through (none, each site alone, pairs).
@@ -89,7 +93,13 @@ fn phantom_spec(i: usize, a: &Args) -> PhantomSpec {
 }
 
 /// Analyses every scan of a case (baseline alone, then each injection scan with baseline and previous).
-fn score_case(case: &PhantomCase, name: &str, group: Group, rule: MatchRule) -> Vec<ScanRecord> {
+fn score_case(
+    case: &PhantomCase,
+    name: &str,
+    group: Group,
+    rule: MatchRule,
+    at_tip: bool,
+) -> Vec<ScanRecord> {
     let mut analyzer = Analyzer::new(AlertPolicy::default(), None);
     let pos = case.summary.position;
     let scans: Vec<Scan> =
@@ -101,7 +111,10 @@ fn score_case(case: &PhantomCase, name: &str, group: Group, rule: MatchRule) -> 
             scan: &scans[k],
             baseline: with_refs.then(|| &scans[0]),
             previous: with_refs.then(|| &scans[k - 1]),
-            hint: TargetHint::Auto,
+            hint: match case.scans[k].truth.needle_tips_lps_mm.first() {
+                Some(&tip) if at_tip => TargetHint::AtPoint(tip),
+                _ => TargetHint::Auto,
+            },
         };
         analyzer.run(&inputs).map(|a| (a, t.elapsed().as_secs_f64() * 1000.0)).map_err(|e| e.to_string())
     };
@@ -178,6 +191,7 @@ struct Output<'a> {
     schema: &'static str,
     matching_rule: String,
     min_leak_ml: f64,
+    hint: &'a str,
     phantom_seeds: [u64; 2],
     hybrid_seeds: [u64; 2],
     summaries: Vec<(Group, Summary)>,
@@ -229,7 +243,7 @@ fn main() -> anyhow::Result<()> {
                     let spec = phantom_spec(*i, &a);
                     let name = format!("phantom/{}/{}", spec.seed, spec.position);
                     match generate_case(&spec) {
-                        Ok(case) => score_case(&case, &name, Group::Phantom, rule),
+                        Ok(case) => score_case(&case, &name, Group::Phantom, rule, a.hint == "tip"),
                         Err(e) => vec![failed(Group::Phantom, &name, e.to_string())],
                     }
                 }
@@ -240,7 +254,7 @@ fn main() -> anyhow::Result<()> {
                     spec.leak_sites = Some(sites.clone());
                     spec.steps = Some(a.steps);
                     match generate_hybrid(&s.inputs, &spec) {
-                        Ok(case) => score_case(&case, &name, Group::Hybrid, rule),
+                        Ok(case) => score_case(&case, &name, Group::Hybrid, rule, a.hint == "tip"),
                         Err(e) => vec![failed(Group::Hybrid, &name, e.to_string())],
                     }
                 }
@@ -268,6 +282,22 @@ fn main() -> anyhow::Result<()> {
                     )]
                 }
             };
+            let false_leaks: usize =
+                recs.iter().filter_map(|r| r.matched.as_ref()).map(|m| m.false_leaks).sum();
+            let missed: usize = recs
+                .iter()
+                .filter_map(|r| r.matched.as_ref())
+                .flat_map(|m| m.truth.iter())
+                .filter(|o| o.volume_ml >= a.min_leak_ml && o.detected_as.is_none())
+                .count();
+            if let Some(first) = recs.first() {
+                pb.println(format!(
+                    "{}: {} scans, {missed} missed leaks, {false_leaks} false{}",
+                    first.case,
+                    recs.len(),
+                    if recs.iter().any(|r| r.error.is_some()) { ", FAILED" } else { "" }
+                ));
+            }
             if let Ok(mut r) = records.lock() {
                 r.extend(recs);
             }
@@ -281,11 +311,12 @@ fn main() -> anyhow::Result<()> {
     let mut summaries = Vec::new();
     let mut text = String::new();
     text.push_str(&format!(
-        "cementleak evaluation: {} cases in {:.0} s; phantom seeds {}..{}, hybrid seeds {}..{}\n\
+        "cementleak evaluation: {} cases in {:.0} s; target hint {}; phantom seeds {}..{}, hybrid seeds {}..{}\n\
          matching: a detection matches a true leak when its voxels come within {} mm of it (box dilation, at \
          least one voxel); one-to-one, largest overlap first; a detection touching no true leak is false.\n\n",
         jobs.len(),
         t0.elapsed().as_secs_f64(),
+        a.hint,
         a.seed_base,
         a.seed_base + a.cases as u64,
         hybrid_base,
@@ -319,6 +350,7 @@ fn main() -> anyhow::Result<()> {
             a.dilation_mm, a.min_leak_ml
         ),
         min_leak_ml: a.min_leak_ml,
+        hint: &a.hint,
         phantom_seeds: [a.seed_base, a.seed_base + a.cases as u64],
         hybrid_seeds: [hybrid_base, hybrid_base + h as u64],
         summaries,
