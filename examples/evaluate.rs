@@ -291,7 +291,9 @@ fn main() -> anyhow::Result<()> {
                 .filter(|o| o.volume_ml >= a.min_leak_ml && o.detected_as.is_none())
                 .count();
             if let Some(first) = recs.first() {
-                pb.println(format!(
+                // A hidden bar (stderr not a terminal) prints nothing: the line goes to stderr directly.
+                let say = |line: String| if pb.is_hidden() { eprintln!("{line}") } else { pb.println(line) };
+                say(format!(
                     "{}: {} scans, {missed} missed leaks, {false_leaks} false{}",
                     first.case,
                     recs.len(),
