@@ -40,8 +40,21 @@ pub fn truth_objects(scan: &PhantomScan) -> Vec<LeakObject> {
     objects(&scan.labels, &leaks)
 }
 
-/// The reported leaks of an analysis as voxel sets (its label map split by the report's centroids).
+/// The reported leaks of an analysis as voxel sets: each reported leak's own component (in report order);
+/// when those are not available, the label map split by the report's centroids.
 pub fn detected_objects(a: &Analysis) -> Vec<LeakObject> {
+    if a.leaks.len() == a.report.leaks.len() {
+        return a
+            .leaks
+            .iter()
+            .zip(&a.report.leaks)
+            .map(|(f, r)| LeakObject {
+                site: r.site,
+                volume_ml: r.volume_ml,
+                voxels: f.component.voxels.clone(),
+            })
+            .collect();
+    }
     let leaks: Vec<(Site, f64, crate::volume::Lps)> =
         a.report.leaks.iter().map(|l| (l.site, l.volume_ml, l.centroid_lps_mm)).collect();
     objects(&a.labels, &leaks)
