@@ -12,6 +12,7 @@ pub mod analyze;
 pub mod anatomy;
 pub mod cement;
 pub mod cli;
+pub mod eval;
 pub mod leaks;
 pub mod load;
 pub mod onnx;

@@ -12,6 +12,8 @@ struct Cli {
     command: Command,
 }
 
+// Parsed once per process: the size of the largest variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Command {
     /// Analyse one injection scan: cement, leaks by site, alert; writes OUT/report.json (+ masks, key images).

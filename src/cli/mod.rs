@@ -5,6 +5,7 @@ pub mod analyze;
 pub mod info;
 pub mod patches;
 pub mod phantom;
+pub mod phantom_hybrid;
 pub mod segment;
 
 use crate::load::LoadError;

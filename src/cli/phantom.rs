@@ -55,6 +55,28 @@ pub struct Args {
     /// No patient motion between scans.
     #[arg(long)]
     pub no_motion: bool,
+    /// Leak site(s) to produce: canal, posterior_vein, disc, paraspinal (repeatable; adds to --leaks).
+    #[arg(long = "leak", num_args = 1..)]
+    pub leak: Vec<String>,
+    /// Hybrid mode: insert needle, cement and leaks into this real CT (DICOM folder or NIfTI file).
+    #[arg(long, requires_all = ["vertebra_mask", "vertebra_label"])]
+    pub hybrid: Option<PathBuf>,
+    /// Hybrid: NIfTI label volume holding the treated vertebra (whole vertebra; may also hold the cord, 79).
+    #[arg(long, requires = "hybrid")]
+    pub vertebra_mask: Option<PathBuf>,
+    /// Hybrid: label of the treated vertebra in --vertebra-mask (TotalSegmentator: 31 = L1 ... 27 = L5, 32 = T12).
+    #[arg(long, requires = "hybrid")]
+    pub vertebra_label: Option<u32>,
+    /// Hybrid: NIfTI mask of vertebral bodies (and discs, label 2); without it the body is the vertebra's
+    /// part anterior to the canal.
+    #[arg(long, requires = "hybrid")]
+    pub body_mask: Option<PathBuf>,
+    /// Hybrid: label of the bodies in --body-mask.
+    #[arg(long, default_value_t = 1)]
+    pub body_label: u32,
+    /// Hybrid: label of the discs in --body-mask.
+    #[arg(long, default_value_t = 2)]
+    pub disc_label: u32,
 }
 
 fn parse<T: std::str::FromStr<Err = String>>(v: &Option<String>) -> anyhow::Result<Option<T>> {
@@ -75,14 +97,7 @@ pub fn build_spec(a: &Args) -> anyhow::Result<PhantomSpec> {
     s.slices = a.slices;
     s.matrix = a.matrix;
     s.motion = !a.no_motion;
-    if let Some(l) = &a.leaks {
-        let sites = if l.trim().eq_ignore_ascii_case("none") {
-            Vec::new()
-        } else {
-            l.split(',').map(|x| x.parse::<Site>().map_err(InputError)).collect::<Result<Vec<_>, _>>()?
-        };
-        s.leak_sites = Some(sites);
-    }
+    s.leak_sites = leak_sites(a)?;
     if let Some(t) = &a.thermocouple {
         s.thermocouple = Some(match t.trim().to_ascii_lowercase().as_str() {
             "none" => None,
@@ -98,7 +113,25 @@ pub fn build_spec(a: &Args) -> anyhow::Result<PhantomSpec> {
     Ok(s)
 }
 
-fn bar(len: u64, msg: &str) -> ProgressBar {
+/// Sites from `--leaks a,b` and `--leak a b`; `None` when neither is given (drawn from the seed).
+fn leak_sites(a: &Args) -> anyhow::Result<Option<Vec<Site>>> {
+    let mut words: Vec<&str> = a.leak.iter().flat_map(|l| l.split(',')).collect();
+    if let Some(l) = &a.leaks {
+        words.extend(l.split(','));
+    }
+    if a.leaks.is_none() && a.leak.is_empty() {
+        return Ok(None);
+    }
+    let sites = words
+        .into_iter()
+        .map(str::trim)
+        .filter(|w| !w.is_empty() && !w.eq_ignore_ascii_case("none"))
+        .map(|w| w.parse::<Site>().map_err(InputError))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Some(sites))
+}
+
+pub(crate) fn bar(len: u64, msg: &str) -> ProgressBar {
     let pb = ProgressBar::new(len);
     pb.set_style(
         ProgressStyle::with_template("{msg:>10} [{bar:30}] {pos}/{len} {elapsed}")
@@ -109,6 +142,9 @@ fn bar(len: u64, msg: &str) -> ProgressBar {
 }
 
 pub fn run(a: Args) -> anyhow::Result<()> {
+    if a.hybrid.is_some() {
+        return super::phantom_hybrid::run(a);
+    }
     let spec = build_spec(&a)?;
     let t0 = std::time::Instant::now();
     let pb = bar(1, "generate");

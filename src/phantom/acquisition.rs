@@ -3,7 +3,7 @@
 //! correlated noise, with the patient slightly moved between scans.
 
 use super::anatomy::{mat_mul_vec, rotation, transpose};
-use super::devices::{add_streaks, Devices, Footprint, METAL_HU};
+use super::devices::{add_streaks, Devices, Footprint, Rod, METAL_HU};
 use super::grid::{CoarseGrid, FineGrid};
 use super::injection::{Injection, NONE};
 use super::noise;
@@ -153,28 +153,7 @@ impl Scanner {
                 let mut ana = vec![0u8; n * n];
                 let mut lid = vec![0u8; n * n];
                 let mut tis = vec![0u8; n * n];
-                // Metal footprints in this slab, in pixel coordinates.
-                let mut feet = Vec::new();
-                let zc = g.index_to_lps([z as f64, 0.0, 0.0]);
-                for rod in &rods {
-                    let a = self.to_lps(m, rod.a);
-                    let b = self.to_lps(m, rod.b);
-                    let za = (a - zc).dot(g.axes[0]);
-                    let zb = (b - zc).dot(g.axes[0]);
-                    let half = self.thickness / 2.0 + rod.radius;
-                    let (t0, t1) = clip(za, zb, -half, half);
-                    if t0 < t1 {
-                        let pa = a + (b - a) * t0;
-                        let pb = a + (b - a) * t1;
-                        let ia = g.lps_to_index(pa);
-                        let ib = g.lps_to_index(pb);
-                        let len = (pb - pa).norm();
-                        feet.push((
-                            Footprint { p0: [ia[2], ia[1]], p1: [ib[2], ib[1]], strength: len * rod.radius },
-                            rod.radius,
-                        ));
-                    }
-                }
+                let feet = self.footprints(m, &rods, z);
                 // Positions advance linearly along a row: step once instead of mapping every voxel.
                 let step_p = g.axes[2] * g.spacing.column;
                 let step_q = mat_mul_vec(&rt, step_p.0);
@@ -300,6 +279,34 @@ impl Scanner {
         }
     }
 
+    /// Metal footprints of `rods` (anatomy frame) in the slab of slice `z`, in pixel coordinates, each with
+    /// its rod's radius.
+    pub fn footprints(&self, m: &Motion, rods: &[Rod], z: usize) -> Vec<(Footprint, f64)> {
+        let g = self.geometry;
+        let mut feet = Vec::new();
+        let zc = g.index_to_lps([z as f64, 0.0, 0.0]);
+        for rod in rods {
+            let a = self.to_lps(m, rod.a);
+            let b = self.to_lps(m, rod.b);
+            let za = (a - zc).dot(g.axes[0]);
+            let zb = (b - zc).dot(g.axes[0]);
+            let half = self.thickness / 2.0 + rod.radius;
+            let (t0, t1) = clip(za, zb, -half, half);
+            if t0 < t1 {
+                let pa = a + (b - a) * t0;
+                let pb = a + (b - a) * t1;
+                let ia = g.lps_to_index(pa);
+                let ib = g.lps_to_index(pb);
+                let len = (pb - pa).norm();
+                feet.push((
+                    Footprint { p0: [ia[2], ia[1]], p1: [ib[2], ib[1]], strength: len * rod.radius },
+                    rod.radius,
+                ));
+            }
+        }
+        feet
+    }
+
     fn seed_for(&self, s: u64) -> u64 {
         s ^ 0xA5A5_0000
     }
@@ -329,7 +336,7 @@ impl Scanner {
     }
 }
 
-fn cement_hu(base: f32, p: [f64; 3], seed: u64) -> f32 {
+pub(crate) fn cement_hu(base: f32, p: [f64; 3], seed: u64) -> f32 {
     base + 150.0 * noise::scaled(seed as u32 ^ 0xCE, p, [1.5; 3])
 }
 
@@ -345,7 +352,7 @@ fn clip(za: f64, zb: f64, lo: f64, hi: f64) -> (f64, f64) {
     (t0.max(0.0), t1.min(1.0))
 }
 
-fn seg2d(p: [f64; 2], a: [f64; 2], b: [f64; 2]) -> f64 {
+pub(crate) fn seg2d(p: [f64; 2], a: [f64; 2], b: [f64; 2]) -> f64 {
     let ab = [b[0] - a[0], b[1] - a[1]];
     let l2 = (ab[0] * ab[0] + ab[1] * ab[1]).max(1e-9);
     let t = (((p[0] - a[0]) * ab[0] + (p[1] - a[1]) * ab[1]) / l2).clamp(0.0, 1.0);
@@ -389,7 +396,7 @@ fn blur_pass(src: &[f32], dst: &mut [f32], n: usize, k: &[f32], step: [usize; 2]
 
 /// Correlated noise like a filtered-back-projection reconstruction: white noise through a band-pass
 /// (narrow Gaussian minus a fraction of a wide one), scaled to `sd`.
-fn add_noise(img: &mut [f32], n: usize, sd: f64, rng: &mut ChaCha8Rng) {
+pub(crate) fn add_noise(img: &mut [f32], n: usize, sd: f64, rng: &mut ChaCha8Rng) {
     let mut w: Vec<f32> = (0..n * n).map(|_| StandardNormal.sample(rng)).collect();
     let mut wide = w.clone();
     blur(&mut w, n, 0.7);

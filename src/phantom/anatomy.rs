@@ -987,6 +987,7 @@ fn lesion_tissue(les: &Lesion, l: [f64; 3], tex: u32) -> Option<Tissue> {
         LesionType::Lytic => Some(Tissue::Lytic),
         LesionType::Blastic => (spots > -0.35).then_some(Tissue::Blastic),
         LesionType::Mixed => Some(if spots > 0.3 { Tissue::Blastic } else { Tissue::Lytic }),
+        LesionType::Absent => None,
     }
 }
 

@@ -71,7 +71,7 @@ fn neighbours(g: &FineGrid, i: usize) -> impl Iterator<Item = usize> + '_ {
 }
 
 /// Invasion percolation from `seeds` over voxels accepted by `allowed`, cheapest first, up to `max` voxels.
-fn percolate(
+pub(crate) fn percolate(
     g: &FineGrid,
     seeds: &[usize],
     max: usize,
@@ -117,8 +117,43 @@ pub fn wall_distance(anat: &Anatomy, p: [f64; 3]) -> f64 {
     (anat.target().wall_y(l[0], l[2]) - l[1]).max(0.0)
 }
 
+/// What the injection needs to know about the treated vertebra beyond the fine grid: the analytic phantom
+/// answers from its shape parameters, the hybrid mode (`super::hybrid`) from the masks of a real CT.
+pub trait Scene {
+    /// Distance (mm) from an anatomy-frame point inside the body to the outer posterior wall.
+    fn wall_distance(&self, p: [f64; 3]) -> f64;
+    /// Portal (anatomy frame, where the cement leaves the body) and fill order of one leak of `n` voxels.
+    fn leak_order(
+        &self,
+        g: &FineGrid,
+        site: Site,
+        n: usize,
+        rng: &mut ChaCha8Rng,
+    ) -> (Option<[f64; 3]>, Vec<u32>);
+    /// Whether an anatomy-frame point lies in an intervertebral foramen of the treated level.
+    fn in_foramen(&self, p: [f64; 3]) -> bool;
+}
+
+impl Scene for Anatomy {
+    fn wall_distance(&self, p: [f64; 3]) -> f64 {
+        wall_distance(self, p)
+    }
+    fn leak_order(
+        &self,
+        g: &FineGrid,
+        site: Site,
+        n: usize,
+        rng: &mut ChaCha8Rng,
+    ) -> (Option<[f64; 3]>, Vec<u32>) {
+        leak_order(self, g, site, n, rng)
+    }
+    fn in_foramen(&self, p: [f64; 3]) -> bool {
+        Anatomy::in_foramen(self, self.anat_to_target(p))
+    }
+}
+
 pub fn plan(
-    anat: &Anatomy,
+    anat: &dyn Scene,
     g: &FineGrid,
     dev: &Devices,
     params: &InjectionParams,
@@ -166,7 +201,7 @@ pub fn plan(
     let mut prefix_wall = Vec::with_capacity(order.len());
     let mut m = f64::MAX;
     for &i in &order {
-        m = m.min(wall_distance(anat, g.spec.point(i as usize)));
+        m = m.min(anat.wall_distance(g.spec.point(i as usize)));
         prefix_wall.push(m);
     }
     let wall_at = |ml: f64| -> f64 {
@@ -269,7 +304,7 @@ pub fn plan(
         let max_ml = leak_vol[j].iter().cloned().fold(0.0, f64::max);
         let n_needed = (max_ml / fvv).ceil() as usize + 1;
         let intra_at_onset = ((intra[onset] / fvv) as usize).min(order.len()).max(1);
-        let (portal, ord) = leak_order(anat, g, p.site, n_needed, rng);
+        let (portal, ord) = anat.leak_order(g, p.site, n_needed, rng);
         let Some(portal) = portal else { continue };
         // Bridge from the nearest cement at onset to the portal, through the body (and its cortex).
         let near = order[..intra_at_onset]
@@ -499,7 +534,7 @@ fn leak_order(
     }
 }
 
-fn nearest_allowed(g: &FineGrid, p: [f64; 3], allowed: &dyn Fn(usize) -> bool) -> Option<usize> {
+pub(crate) fn nearest_allowed(g: &FineGrid, p: [f64; 3], allowed: &dyn Fn(usize) -> bool) -> Option<usize> {
     let r = (4.0 / g.spec.h).ceil() as isize;
     let c = g.spec.nearest(p)?;
     let [z, y, x] = g.spec.zyx(c);
@@ -532,7 +567,7 @@ fn nearest_allowed(g: &FineGrid, p: [f64; 3], allowed: &dyn Fn(usize) -> bool) -
 }
 
 /// Voxels near polylines (local coordinates), ordered so the tube grows in length and girth together.
-fn tube_order(
+pub(crate) fn tube_order(
     g: &FineGrid,
     paths: &[Vec<[f64; 3]>],
     r_max: f64,

@@ -28,6 +28,7 @@ pub mod acquisition;
 pub mod anatomy;
 pub mod devices;
 pub mod grid;
+pub mod hybrid;
 pub mod injection;
 pub mod montage;
 pub mod noise;
@@ -354,16 +355,17 @@ pub fn generate_case_with(
     Ok(PhantomCase { spec, scans, summary })
 }
 
-fn round4(v: f64) -> f64 {
+pub(crate) fn round4(v: f64) -> f64 {
     (v * 10000.0).round() / 10000.0
 }
 
+/// Truth of each visible leak, counted on the scan's own label map.
 #[allow(clippy::too_many_arguments)]
-fn measure_leaks(
+pub(crate) fn measure_leaks(
     acq: &acquisition::Acquired,
     scanner: &Scanner,
     motion: &Motion,
-    anat: &Anatomy,
+    anat: &dyn injection::Scene,
     inj: &injection::Injection,
     k: usize,
     prev: &[LeakTruth],
@@ -388,8 +390,7 @@ fn measure_leaks(
             *acc += v;
         }
         if inj.leaks[j].site == Site::Canal && !foraminal[j] {
-            let l = anat.anat_to_target(scanner.to_anat(motion, p));
-            foraminal[j] = anat.in_foramen(l);
+            foraminal[j] = anat.in_foramen(scanner.to_anat(motion, p));
         }
     }
     let mut out = Vec::new();
@@ -422,18 +423,17 @@ fn measure_leaks(
     out
 }
 
-fn wall_distance_on_labels(
+/// Smallest posterior wall distance of the intravertebral cement voxels of a label map.
+pub(crate) fn wall_distance_on_labels(
     lab: &LabelVolume,
     scanner: &Scanner,
     motion: &Motion,
-    anat: &Anatomy,
+    anat: &dyn injection::Scene,
 ) -> Option<f64> {
     let g = lab.geometry;
     lab.data
         .indexed_iter()
         .filter(|(_, &l)| l == labels::CEMENT)
-        .map(|(i, _)| {
-            injection::wall_distance(anat, scanner.to_anat(motion, g.voxel_to_lps([i.0, i.1, i.2])))
-        })
+        .map(|(i, _)| anat.wall_distance(scanner.to_anat(motion, g.voxel_to_lps([i.0, i.1, i.2]))))
         .min_by(|a, b| a.total_cmp(b))
 }

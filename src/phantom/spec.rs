@@ -87,6 +87,9 @@ pub enum LesionType {
     Lytic,
     Blastic,
     Mixed,
+    /// No lesion modelled: hybrid cases on real anatomy (serialised `"none"`).
+    #[serde(rename = "none")]
+    Absent,
 }
 
 impl fmt::Display for LesionType {
@@ -95,6 +98,7 @@ impl fmt::Display for LesionType {
             LesionType::Lytic => "lytic",
             LesionType::Blastic => "blastic",
             LesionType::Mixed => "mixed",
+            LesionType::Absent => "none",
         })
     }
 }
