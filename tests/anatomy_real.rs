@@ -27,6 +27,7 @@ fn trunk_l1_to_l4_body_and_disc_overlap() {
 }
 
 fn trunk_levels(names: &[&str], check_volume: bool) {
+    init_tracing();
     let Some(dir) = common::shared_data("real/totalseg-trunk") else { return };
     let ct = read_nifti(&dir.join("ct.nii.gz"));
     let shape = ct.shape();
@@ -163,6 +164,7 @@ fn t12_acceptance() {
 }
 
 fn t12(check_body: bool) {
+    init_tracing();
     let Some(dir) = common::shared_data("real/totalseg-t12") else { return };
     let ct = read_dicom_series(&dir.join("dicom"));
     let shape = ct.shape();

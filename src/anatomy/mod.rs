@@ -204,15 +204,20 @@ pub fn segment(ct: &CtVolume, hint: TargetHint) -> Result<Anatomy, AnatomyError>
     let mut prof_vals: Vec<f32> = profile.iter().flatten().copied().collect();
     let marrow0 = context::quantile(&mut prof_vals, 0.75).unwrap_or(200.0);
     let edge_hu = ((marrow0 + body::SOFT_HU) / 2.0).clamp(70.0, 200.0);
-    let foot = body::footprints(&f, &canal, &axis, edge_hu);
+    // The cortical shell stands clearly above disc (the profile's low tail), whatever the marrow does.
+    let disc0 = context::quantile(&mut prof_vals, 0.08).unwrap_or(90.0);
+    let shell_hu = edge_hu.max(disc0 + body::SHELL_ABOVE_DISC_HU);
+    let fp = body::footprints(&f, &canal, &axis, edge_hu, shell_hu);
     if tracing::enabled!(tracing::Level::DEBUG) {
         tracing::debug!(
             "profile {:?}",
             profile.iter().map(|p| p.map_or(-1, |v| v as i32)).collect::<Vec<_>>()
         );
+        tracing::debug!("shell {:?}", fp.shell.iter().map(|c| (c * 100.0) as i32).collect::<Vec<_>>());
     }
+    let foot = fp.mask;
     let lv = discs::levels(&f, &axis, &profile, f.center[0], &foot)?;
-    tracing::debug!(?axis, ?lv, edge_hu, "levels");
+    tracing::debug!(?axis, ?lv, edge_hu, shell_hu, "levels");
     let [nk, nj, ni] = f.dims();
     let mut lab = Array3::<u8>::zeros((nk, nj, ni));
     // Body: footprint between the endplate planes.
