@@ -141,12 +141,16 @@ pub struct Footprints {
 /// soft tissue), and a star-shaped outline through the outermost bone met along rays from the axis (the
 /// cortical shell), which still holds when the marrow is as dark as soft tissue (osteoporosis, lysis) or
 /// the shell is broken (breach, needle track) so that hole filling alone would lose the interior.
-pub fn footprints(f: &Fine, canal: &Canal, ax: &BodyAxis, edge_hu: f32, shell_hu: f32) -> Footprints {
+/// Only slices `ks` are computed (the others stay empty): the body's own slices are all that is needed.
+pub fn footprints(
+    f: &Fine,
+    canal: &Canal,
+    ax: &BodyAxis,
+    edge_hu: f32,
+    shell_hu: f32,
+    ks: std::ops::Range<usize>,
+) -> Footprints {
     let [nk, nj, ni] = f.dims();
-    let canal_wide: Vec<Array2<bool>> = (0..nk)
-        .into_par_iter()
-        .map(|k| dilate(&canal.mask.index_axis(Axis(0), k).to_owned(), f.px(1.0) as f32))
-        .collect();
     // Body size bounds: the vertebral body is wider than deep (ratio about 1.2–1.7).
     let semi_ap = ax.depth_mm / 2.0 + 6.0;
     let semi_lr = 0.9 * ax.depth_mm + 8.0;
@@ -156,6 +160,10 @@ pub fn footprints(f: &Fine, canal: &Canal, ax: &BodyAxis, edge_hu: f32, shell_hu
         .into_par_iter()
         .enumerate()
         .map(|(k, mut o)| {
+            if !ks.contains(&k) {
+                return 0.0;
+            }
+            let canal_wide = dilate(&canal.mask.index_axis(Axis(0), k).to_owned(), f.px(1.0) as f32);
             let sl = f.hu.index_axis(Axis(0), k);
             let wall = canal.front_j[k] + f.px(1.0);
             let above = |thr: f32| {
@@ -167,7 +175,7 @@ pub fn footprints(f: &Fine, canal: &Canal, ax: &BodyAxis, edge_hu: f32, shell_hu
                     // Cement and metal count as body here: excluding them would open the cortical ring where
                     // the needle crosses it or cement touches it. Needle and leaks outside the outline are
                     // thin and fall to the opening below.
-                    v >= thr && !canal_wide[k][(j, i)] && (j as f64) <= wall && inside_ellipse
+                    v >= thr && !canal_wide[(j, i)] && (j as f64) <= wall && inside_ellipse
                 })
             };
             let closed = close(&above(edge_hu), f.px(1.5) as f32);
@@ -181,12 +189,14 @@ pub fn footprints(f: &Fine, canal: &Canal, ax: &BodyAxis, edge_hu: f32, shell_hu
             // shell): it reaches the outermost bone along each ray, so where the filled mask is sound it
             // would only add what touches the body (contrast-filled aorta, rib heads, calcifications).
             let comp = match star {
-                Some(st) if (count(&comp) as f64) < STAR_TAKEOVER * count(&st) as f64 => &comp | &st,
+                Some(radii) if (count(&comp) as f64) < STAR_TAKEOVER * star_area(&radii) => {
+                    &comp | &rasterize_star(&radii, (ax.j, ax.i), (nj, ni))
+                }
                 _ => comp,
             };
             let comp = fill_holes(&close(&comp, f.px(2.0) as f32));
             let comp = ndarray::Zip::from(&comp)
-                .and(&canal_wide[k])
+                .and(&canal_wide)
                 .map_collect(|&c, &w| c && !w)
                 .indexed_iter()
                 .map(|((j, _), &c)| c && (j as f64) <= wall)
@@ -205,9 +215,9 @@ fn count(m: &Array2<bool>) -> usize {
 }
 
 /// Star-shaped outline through the outermost `true` pixel along rays from `c` (within the ellipse of
-/// semi-axes `semi`, pixels), smoothed across directions; `None` when bone is met in too few directions.
-/// Also returns the fraction of directions that met bone.
-fn star_outline(m: &Array2<bool>, c: (f64, f64), semi: (f64, f64)) -> (Option<Array2<bool>>, f64) {
+/// semi-axes `semi`, pixels), smoothed across directions: its radius per ray, `None` when bone is met in
+/// too few directions. Also returns the fraction of directions that met bone.
+fn star_outline(m: &Array2<bool>, c: (f64, f64), semi: (f64, f64)) -> (Option<[f64; N_RAYS]>, f64) {
     let (nj, ni) = m.dim();
     let mut radii = [f64::NAN; N_RAYS];
     for (a, r) in radii.iter_mut().enumerate() {
@@ -247,7 +257,17 @@ fn star_outline(m: &Array2<bool>, c: (f64, f64), semi: (f64, f64)) -> (Option<Ar
             half *= 2;
         }
     }
-    let out = Array2::from_shape_fn((nj, ni), |(j, i)| {
+    (Some(smooth), coverage)
+}
+
+/// Area (pixels²) of the star outline with these radii.
+fn star_area(radii: &[f64; N_RAYS]) -> f64 {
+    radii.iter().map(|r| 0.5 * r * r).sum::<f64>() * std::f64::consts::TAU / N_RAYS as f64
+}
+
+/// The star outline with `radii` around `c` as a mask of the given shape.
+fn rasterize_star(radii: &[f64; N_RAYS], c: (f64, f64), dim: (usize, usize)) -> Array2<bool> {
+    Array2::from_shape_fn(dim, |(j, i)| {
         let (y, x) = (j as f64 - c.0, i as f64 - c.1);
         let rad = (y * y + x * x).sqrt();
         if rad < 1e-9 {
@@ -257,7 +277,6 @@ fn star_outline(m: &Array2<bool>, c: (f64, f64), semi: (f64, f64)) -> (Option<Ar
         let a0 = th.floor() as usize % N_RAYS;
         let a1 = (a0 + 1) % N_RAYS;
         let t = th - th.floor();
-        rad <= smooth[a0] * (1.0 - t) + smooth[a1] * t
-    });
-    (Some(out), coverage)
+        rad <= radii[a0] * (1.0 - t) + radii[a1] * t
+    })
 }

@@ -29,9 +29,20 @@ pub fn find_needle(ct: &CtVolume) -> Option<Needle> {
     let g = &ct.geometry;
     let mut pts: Vec<Lps> = ct
         .data
-        .indexed_iter()
-        .filter(|(_, &v)| v >= METAL_HU)
-        .map(|((z, y, x), _)| g.voxel_to_lps([z, y, x]))
+        .axis_iter(Axis(0))
+        .into_par_iter()
+        .enumerate()
+        .flat_map_iter(|(z, plane)| {
+            let mut v = Vec::new();
+            for (y, row) in plane.outer_iter().enumerate() {
+                for (x, &h) in row.iter().enumerate() {
+                    if h >= METAL_HU {
+                        v.push(g.voxel_to_lps([z, y, x]));
+                    }
+                }
+            }
+            v
+        })
         .collect();
     if pts.len() < 5 {
         return None;
@@ -128,8 +139,9 @@ const ENCLOSURE_MM: f64 = 30.0;
 /// Levels used around the point of interest to fit the canal line.
 const LINE_HALF_SPAN_MM: f64 = 25.0;
 
-/// LPS-aligned grid covering the scan, slices toward superior; only `z_range` (LPS z, mm) when given.
-pub fn coarse_frame(ct: &CtVolume, z_range: Option<(f64, f64)>) -> Frame {
+/// LPS-aligned grid covering the scan, slices toward superior; only `z_range` (LPS z, mm) and the square
+/// `xy_window` (centre, half-width in mm) when given.
+pub fn coarse_frame(ct: &CtVolume, z_range: Option<(f64, f64)>, xy_window: Option<(Lps, f64)>) -> Frame {
     let g = &ct.geometry;
     let s = ct.shape();
     let mut lo = [f64::MAX; 3];
@@ -145,6 +157,12 @@ pub fn coarse_frame(ct: &CtVolume, z_range: Option<(f64, f64)>) -> Frame {
     if let Some((z0, z1)) = z_range {
         lo[2] = lo[2].max(z0);
         hi[2] = hi[2].min(z1).max(lo[2]);
+    }
+    if let Some((c, r)) = xy_window {
+        for a in 0..2 {
+            lo[a] = lo[a].max(c.0[a] - r);
+            hi[a] = hi[a].min(c.0[a] + r).max(lo[a]);
+        }
     }
     let sup = g.mm_per_index_toward(Direction::Superior).iter().map(|v| v.abs()).fold(0.0, f64::max);
     let zstep = COARSE_STEP_MM.max(sup.min(5.0));
@@ -202,12 +220,22 @@ fn enclosed_soft(slice: ndarray::ArrayView2<f32>, step: f64) -> Array2<bool> {
         .map_collect(|&c, &v| c == 8 && (CANAL_MIN_HU..CANAL_MAX_HU).contains(&v))
 }
 
-/// The canal centre line at the level of `near` (its z is used; x, y only break ties).
-pub fn canal_line(ct: &CtVolume, near: Lps) -> Result<CanalLine, AnatomyError> {
+/// How far from a point known to lie in or at a vertebra (needle tip, `--at`) the canal can be: a
+/// vertebra is at most about 110 mm deep from body front to spinous tip; with margin for the hint.
+pub const NEAR_CANAL_MM: f64 = 90.0;
+
+/// The canal centre line at the level of `near` (its z is used; x, y only break ties). With `in_vertebra`,
+/// `near` lies in or at the vertebra, and only `NEAR_CANAL_MM` around it is searched.
+pub fn canal_line(ct: &CtVolume, near: Lps, in_vertebra: bool) -> Result<CanalLine, AnatomyError> {
     // Only the levels used for the line are resampled (a trunk CT is ten times taller).
     let margin = LINE_HALF_SPAN_MM + 4.0;
-    let f = coarse_frame(ct, Some((near.z() - margin, near.z() + margin)));
-    let vol = gaussian3(&f.resample(ct), [0.0, 1.0, 1.0]);
+    let t0 = std::time::Instant::now();
+    let window = in_vertebra.then_some((near, NEAR_CANAL_MM));
+    let f = coarse_frame(ct, Some((near.z() - margin, near.z() + margin)), window);
+    let vol = f.resample(ct);
+    tracing::debug!("canal line: coarse resample {:?} {:?}", f.dims, t0.elapsed());
+    let vol = gaussian3(&vol, [0.0, 1.0, 1.0]);
+    tracing::debug!("canal line: smoothed {:?}", t0.elapsed());
     let kz = f.lps_to_index(near)[0];
     let half = LINE_HALF_SPAN_MM / f.step[0];
     let k0 = (kz - half).floor().max(0.0) as usize;
@@ -219,6 +247,7 @@ pub fn canal_line(ct: &CtVolume, near: Lps) -> Result<CanalLine, AnatomyError> {
         .into_par_iter()
         .map(|k| (k, enclosed_soft(vol.index_axis(Axis(0), k), f.step[1])))
         .collect();
+    tracing::debug!("canal line: candidates {:?}", t0.elapsed());
     let (h, w) = (f.dims[1], f.dims[2]);
     let mut votes = Array2::<f32>::zeros((h, w));
     for (_, c) in &cands {
@@ -260,6 +289,7 @@ pub fn canal_line(ct: &CtVolume, near: Lps) -> Result<CanalLine, AnatomyError> {
             "no spinal canal enclosed by bone was found near the level of interest".into(),
         ));
     };
+    tracing::debug!("canal line: votes {:?}", t0.elapsed());
     // Per slice, the candidate blob nearest the peak.
     let max_d = 12.0 / f.step[1];
     let mut samples: Vec<(f64, f64, f64)> = Vec::new();
