@@ -139,9 +139,8 @@ const ENCLOSURE_MM: f64 = 30.0;
 /// Levels used around the point of interest to fit the canal line.
 const LINE_HALF_SPAN_MM: f64 = 25.0;
 
-/// LPS-aligned grid covering the scan, slices toward superior; only `z_range` (LPS z, mm) and the square
-/// `xy_window` (centre, half-width in mm) when given.
-pub fn coarse_frame(ct: &CtVolume, z_range: Option<(f64, f64)>, xy_window: Option<(Lps, f64)>) -> Frame {
+/// LPS-aligned grid covering the scan, slices toward superior; only `z_range` (LPS z, mm) when given.
+pub fn coarse_frame(ct: &CtVolume, z_range: Option<(f64, f64)>) -> Frame {
     let g = &ct.geometry;
     let s = ct.shape();
     let mut lo = [f64::MAX; 3];
@@ -157,12 +156,6 @@ pub fn coarse_frame(ct: &CtVolume, z_range: Option<(f64, f64)>, xy_window: Optio
     if let Some((z0, z1)) = z_range {
         lo[2] = lo[2].max(z0);
         hi[2] = hi[2].min(z1).max(lo[2]);
-    }
-    if let Some((c, r)) = xy_window {
-        for a in 0..2 {
-            lo[a] = lo[a].max(c.0[a] - r);
-            hi[a] = hi[a].min(c.0[a] + r).max(lo[a]);
-        }
     }
     let sup = g.mm_per_index_toward(Direction::Superior).iter().map(|v| v.abs()).fold(0.0, f64::max);
     let zstep = COARSE_STEP_MM.max(sup.min(5.0));
@@ -220,18 +213,12 @@ fn enclosed_soft(slice: ndarray::ArrayView2<f32>, step: f64) -> Array2<bool> {
         .map_collect(|&c, &v| c == 8 && (CANAL_MIN_HU..CANAL_MAX_HU).contains(&v))
 }
 
-/// How far from a point known to lie in or at a vertebra (needle tip, `--at`) the canal can be: a
-/// vertebra is at most about 110 mm deep from body front to spinous tip; with margin for the hint.
-pub const NEAR_CANAL_MM: f64 = 90.0;
-
-/// The canal centre line at the level of `near` (its z is used; x, y only break ties). With `in_vertebra`,
-/// `near` lies in or at the vertebra, and only `NEAR_CANAL_MM` around it is searched.
-pub fn canal_line(ct: &CtVolume, near: Lps, in_vertebra: bool) -> Result<CanalLine, AnatomyError> {
+/// The canal centre line at the level of `near` (its z is used; x, y only break ties).
+pub fn canal_line(ct: &CtVolume, near: Lps) -> Result<CanalLine, AnatomyError> {
     // Only the levels used for the line are resampled (a trunk CT is ten times taller).
     let margin = LINE_HALF_SPAN_MM + 4.0;
     let t0 = std::time::Instant::now();
-    let window = in_vertebra.then_some((near, NEAR_CANAL_MM));
-    let f = coarse_frame(ct, Some((near.z() - margin, near.z() + margin)), window);
+    let f = coarse_frame(ct, Some((near.z() - margin, near.z() + margin)));
     let vol = f.resample(ct);
     tracing::debug!("canal line: coarse resample {:?} {:?}", f.dims, t0.elapsed());
     let vol = gaussian3(&vol, [0.0, 1.0, 1.0]);
