@@ -74,7 +74,7 @@ fn mean(v: &[f64]) -> f64 {
 /// Prints the phantom metrics; the brief's targets (body Dice >= 0.92, canal Dice >= 0.85, wall flag right in
 /// >= 95% of cases) are checked by `phantom_acceptance`.
 #[test]
-#[ignore = "slow (generates 12 phantom cases); run with --ignored"]
+#[ignore = "not met: body Dice 0.655 (goal 0.92), canal Dice 0.608 (0.85), wall flag 7/12 (95%); slow"]
 fn phantom_acceptance() {
     let st = evaluate(256, 0.8, 1.0);
     let (b, c) = (mean(&st.body), mean(&st.canal));
@@ -86,39 +86,92 @@ fn phantom_acceptance() {
     assert!(st.wall_right as f64 >= 0.95 * st.n as f64, "wall flag right {}/{}", st.wall_right, st.n);
 }
 
-/// Debug aid: overlays of one phantom case (ours and truth) into $ANATOMY_DEBUG_DIR.
+/// Debug aid: for the seeds in $ANATOMY_DEBUG_SEEDS (comma-separated; held-out order of positions), a montage
+/// (top: ours, bottom: truth; axial through the body centre and 6 mm above/below, sagittal, coronal) in
+/// $ANATOMY_DEBUG_DIR, and the voxel counts of each label's false positives and negatives.
 #[test]
 #[ignore = "debug aid"]
 fn phantom_overlay() {
-    use cementleak::anatomy::render::overlay;
-    use cementleak::render::Plane;
+    use cementleak::render::{hstack, overlay, vstack, Plane, View, Window};
+    use cementleak::volume::Vec3;
     let Some(out) = std::env::var_os("ANATOMY_DEBUG_DIR") else { return };
     let out = std::path::PathBuf::from(out);
-    let mut spec = PhantomSpec::from_seed(9101);
-    spec.position = PatientPosition::Hfp;
-    spec.matrix = 256;
-    spec.pixel_mm = Some(0.8);
-    spec.model_mm = 1.0;
-    spec.steps = Some(2);
-    let case = generate_case(&spec).expect("case");
-    let scan = case.scans.last().expect("scan");
-    let a = segment(&scan.ct, TargetHint::Auto).expect("seg");
     let _ = std::fs::create_dir_all(&out);
-    let _ = overlay(&scan.ct, &a.labels, a.body_centroid, Plane::Axial).save(out.join("ph_axial.png"));
-    let _ = overlay(&scan.ct, &a.labels, a.body_centroid, Plane::Sagittal).save(out.join("ph_sag.png"));
-    let _ =
-        overlay(&scan.ct, &scan.anatomy, a.body_centroid, Plane::Axial).save(out.join("ph_axial_ref.png"));
-    let _ =
-        overlay(&scan.ct, &scan.anatomy, a.body_centroid, Plane::Sagittal).save(out.join("ph_sag_ref.png"));
-    println!(
-        "wall {:?} defect {:.2} largest {:.1}",
-        a.posterior_wall_intact, a.posterior_wall.defect_fraction, a.posterior_wall.largest_defect_mm2
-    );
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+    let seeds = std::env::var("ANATOMY_DEBUG_SEEDS").unwrap_or_else(|_| "9200".into());
+    for seed in seeds.split(',').filter_map(|s| s.trim().parse::<u64>().ok()) {
+        let mut spec = PhantomSpec::from_seed(seed);
+        spec.position = PatientPosition::ALL[(seed % 4) as usize];
+        spec.matrix = 256;
+        spec.pixel_mm = Some(0.8);
+        spec.model_mm = 1.0;
+        spec.steps = Some(2);
+        let case = generate_case(&spec).expect("case");
+        let scan = case.scans.last().expect("scan");
+        let a = match segment(&scan.ct, TargetHint::Auto) {
+            Ok(a) => a,
+            Err(e) => {
+                println!("seed {seed}: {e}");
+                continue;
+            }
+        };
+        let c = a.body_centroid;
+        let view = |lab: &cementleak::volume::LabelVolume, centre, plane| {
+            let v = View { plane, center: centre, size_mm: [90.0, 90.0], pixel_mm: 0.3 };
+            overlay(&scan.ct, lab, &v, Window::BONE)
+        };
+        let mut rows = Vec::new();
+        for lab in [&a.labels, &scan.anatomy] {
+            let mut imgs = Vec::new();
+            for dz in [-6.0, 0.0, 6.0] {
+                imgs.push(view(lab, c + Vec3([0.0, 0.0, dz]), Plane::Axial));
+            }
+            imgs.push(view(lab, c, Plane::Sagittal));
+            imgs.push(view(lab, c, Plane::Coronal));
+            rows.push(hstack(&imgs, 4));
+        }
+        let _ = vstack(&rows, 4).save(out.join(format!("seed{seed}.png")));
+        for (name, l) in [("body", labels::VERTEBRAL_BODY), ("canal", labels::CANAL), ("disc", labels::DISC)]
+        {
+            let (mut tp, mut fp, mut fn_) = (0usize, 0usize, 0usize);
+            let mut fp_as = [0usize; 16];
+            let mut fn_as = [0usize; 16];
+            ndarray::Zip::from(&a.labels.data).and(&scan.anatomy.data).for_each(|&o, &t| {
+                match (o == l, t == l) {
+                    (true, true) => tp += 1,
+                    (true, false) => {
+                        fp += 1;
+                        fp_as[(t as usize).min(15)] += 1
+                    }
+                    (false, true) => {
+                        fn_ += 1;
+                        fn_as[(o as usize).min(15)] += 1
+                    }
+                    _ => {}
+                }
+            });
+            println!(
+                "seed {seed} {:?} {:?} {:?} {name}: tp {tp} fp {fp} (truth label counts {:?}) fn {fn_} (our label counts {:?})",
+                case.summary.position, case.summary.level, case.summary.lesion, &fp_as[..5], &fn_as[..5]
+            );
+        }
+        println!(
+            "seed {seed}: wall {:?} (truth {}) defect {:.2} largest {:.1} mm2, body {:.1} mL",
+            a.posterior_wall_intact,
+            case.summary.posterior_wall_intact,
+            a.posterior_wall.defect_fraction,
+            a.posterior_wall.largest_defect_mm2,
+            a.body_volume_ml
+        );
+    }
 }
 
 /// The same phantom patient scanned supine and prone: our labels agree in patient space.
 #[test]
-#[ignore = "slow (two phantom cases); run with --ignored"]
+#[ignore = "not met on seed 9301: body 0.893, canal 0.934 (goal 0.98; same with the session-start segmentation); slow"]
 fn phantom_supine_and_prone_agree() {
     let mut scans = Vec::new();
     for pos in [PatientPosition::Hfs, PatientPosition::Hfp] {

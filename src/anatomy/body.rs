@@ -114,33 +114,169 @@ pub fn core_profile(f: &Fine, ax: &BodyAxis) -> Vec<Option<f32>> {
         .collect()
 }
 
+/// The cortical shell is at least this much denser than disc after the frame's smoothing.
+pub const SHELL_ABOVE_DISC_HU: f32 = 60.0;
+/// The filled threshold mask is replaced by its union with the star outline when it covers less than
+/// this fraction of the star's area.
+const STAR_TAKEOVER: f64 = 0.75;
+/// Rays cast from the body axis for the star-shaped outline (3° apart).
+const N_RAYS: usize = 120;
+/// Outline radii are smoothed over this many neighbouring rays on each side (±12°): wider than a needle,
+/// a vessel or a rib head's contact, narrower than the body's curvature.
+const RAY_MEDIAN_HALF: usize = 4;
+/// A slice whose bone reaches fewer rays than this has no cortical shell: disc, not body.
+const MIN_SHELL_COVERAGE: f64 = 0.6;
+
+/// Body cross-section of each slice (empty where there is none), before the endplate cut, and per slice
+/// the fraction of directions in which bone was met around the axis (the cortical shell's coverage: near
+/// 1 in a body whatever its marrow density, low in a disc).
+pub struct Footprints {
+    pub mask: Array3<bool>,
+    pub shell: Vec<f64>,
+}
+
 /// Body cross-section of each slice (empty where there is none), before the endplate cut.
-pub fn footprints(f: &Fine, canal: &Canal, ax: &BodyAxis, edge_hu: f32) -> Array3<bool> {
+///
+/// Two outlines are united: the thresholded bone around the axis, closed and filled (marrow denser than
+/// soft tissue), and a star-shaped outline through the outermost bone met along rays from the axis (the
+/// cortical shell), which still holds when the marrow is as dark as soft tissue (osteoporosis, lysis) or
+/// the shell is broken (breach, needle track) so that hole filling alone would lose the interior.
+/// Only slices `ks` are computed (the others stay empty): the body's own slices are all that is needed.
+pub fn footprints(
+    f: &Fine,
+    canal: &Canal,
+    ax: &BodyAxis,
+    edge_hu: f32,
+    shell_hu: f32,
+    ks: std::ops::Range<usize>,
+) -> Footprints {
     let [nk, nj, ni] = f.dims();
-    let canal_wide: Vec<Array2<bool>> = (0..nk)
-        .into_par_iter()
-        .map(|k| dilate(&canal.mask.index_axis(Axis(0), k).to_owned(), f.px(1.0) as f32))
-        .collect();
     // Body size bounds: the vertebral body is wider than deep (ratio about 1.2–1.7).
     let semi_ap = ax.depth_mm / 2.0 + 6.0;
     let semi_lr = 0.9 * ax.depth_mm + 8.0;
     let mut out = Array3::<bool>::from_elem((nk, nj, ni), false);
-    out.axis_iter_mut(Axis(0)).into_par_iter().enumerate().for_each(|(k, mut o)| {
-        let sl = f.hu.index_axis(Axis(0), k);
-        let wall = canal.front_j[k] + f.px(1.0);
-        let d = Array2::from_shape_fn((nj, ni), |(j, i)| {
-            let v = sl[(j, i)];
-            let inside_ellipse = ((j as f64 - ax.j) * f.step / semi_ap).powi(2)
-                + ((i as f64 - ax.i) * f.step / semi_lr).powi(2)
-                <= 1.0;
-            v >= edge_hu && v < CEMENT_HU && !canal_wide[k][(j, i)] && (j as f64) <= wall && inside_ellipse
-        });
-        let d = fill_holes(&close(&d, f.px(1.5) as f32));
-        let d = open(&d, f.px(2.5) as f32);
-        let comp = component_at(&d, (ax.j, ax.i), f.px(10.0));
-        let comp = fill_holes(&close(&comp, f.px(2.0) as f32));
-        let comp = ndarray::Zip::from(&comp).and(&canal_wide[k]).map_collect(|&c, &w| c && !w);
-        o.assign(&comp);
-    });
-    out
+    let shell: Vec<f64> = out
+        .axis_iter_mut(Axis(0))
+        .into_par_iter()
+        .enumerate()
+        .map(|(k, mut o)| {
+            if !ks.contains(&k) {
+                return 0.0;
+            }
+            let canal_wide = dilate(&canal.mask.index_axis(Axis(0), k).to_owned(), f.px(1.0) as f32);
+            let sl = f.hu.index_axis(Axis(0), k);
+            let wall = canal.front_j[k] + f.px(1.0);
+            let above = |thr: f32| {
+                Array2::from_shape_fn((nj, ni), |(j, i)| {
+                    let v = sl[(j, i)];
+                    let inside_ellipse = ((j as f64 - ax.j) * f.step / semi_ap).powi(2)
+                        + ((i as f64 - ax.i) * f.step / semi_lr).powi(2)
+                        <= 1.0;
+                    // Cement and metal count as body here: excluding them would open the cortical ring where
+                    // the needle crosses it or cement touches it. Needle and leaks outside the outline are
+                    // thin and fall to the opening below.
+                    v >= thr && !canal_wide[(j, i)] && (j as f64) <= wall && inside_ellipse
+                })
+            };
+            let closed = close(&above(edge_hu), f.px(1.5) as f32);
+            let shell_mask =
+                if shell_hu > edge_hu { close(&above(shell_hu), f.px(1.5) as f32) } else { closed.clone() };
+            let (star, coverage) =
+                star_outline(&shell_mask, (ax.j, ax.i), (semi_ap / f.step, semi_lr / f.step));
+            let filled = open(&fill_holes(&closed), f.px(2.5) as f32);
+            let comp = component_at(&filled, (ax.j, ax.i), f.px(10.0));
+            // The star outline takes over only where hole filling lost much of it (dark marrow, open
+            // shell): it reaches the outermost bone along each ray, so where the filled mask is sound it
+            // would only add what touches the body (contrast-filled aorta, rib heads, calcifications).
+            let comp = match star {
+                Some(radii) if (count(&comp) as f64) < STAR_TAKEOVER * star_area(&radii) => {
+                    &comp | &rasterize_star(&radii, (ax.j, ax.i), (nj, ni))
+                }
+                _ => comp,
+            };
+            let comp = fill_holes(&close(&comp, f.px(2.0) as f32));
+            let comp = ndarray::Zip::from(&comp)
+                .and(&canal_wide)
+                .map_collect(|&c, &w| c && !w)
+                .indexed_iter()
+                .map(|((j, _), &c)| c && (j as f64) <= wall)
+                .collect::<Vec<bool>>();
+            for (dst, src) in o.iter_mut().zip(comp) {
+                *dst = src;
+            }
+            coverage
+        })
+        .collect();
+    Footprints { mask: out, shell }
+}
+
+fn count(m: &Array2<bool>) -> usize {
+    m.iter().filter(|&&b| b).count()
+}
+
+/// Star-shaped outline through the outermost `true` pixel along rays from `c` (within the ellipse of
+/// semi-axes `semi`, pixels), smoothed across directions: its radius per ray, `None` when bone is met in
+/// too few directions. Also returns the fraction of directions that met bone.
+fn star_outline(m: &Array2<bool>, c: (f64, f64), semi: (f64, f64)) -> (Option<[f64; N_RAYS]>, f64) {
+    let (nj, ni) = m.dim();
+    let mut radii = [f64::NAN; N_RAYS];
+    for (a, r) in radii.iter_mut().enumerate() {
+        let th = a as f64 * std::f64::consts::TAU / N_RAYS as f64;
+        let (dj, di) = (th.cos(), th.sin());
+        // Ellipse bound along this direction.
+        let rmax = 1.0 / ((dj / semi.0).powi(2) + (di / semi.1).powi(2)).sqrt();
+        let mut t = rmax;
+        while t > 0.0 {
+            let (j, i) = ((c.0 + t * dj).round(), (c.1 + t * di).round());
+            if j >= 0.0 && i >= 0.0 && (j as usize) < nj && (i as usize) < ni && m[(j as usize, i as usize)] {
+                *r = t + 0.5;
+                break;
+            }
+            t -= 0.5;
+        }
+    }
+    let hits = radii.iter().filter(|r| r.is_finite()).count();
+    let coverage = hits as f64 / N_RAYS as f64;
+    if coverage < MIN_SHELL_COVERAGE {
+        return (None, coverage);
+    }
+    // Circular median over neighbouring directions (missing directions borrow from their neighbours).
+    let mut smooth = [0.0f64; N_RAYS];
+    for (a, s) in smooth.iter_mut().enumerate() {
+        let mut half = RAY_MEDIAN_HALF;
+        loop {
+            let mut w: Vec<f64> = (0..=2 * half)
+                .map(|o| radii[(a + N_RAYS + o - half) % N_RAYS])
+                .filter(|r| r.is_finite())
+                .collect();
+            if !w.is_empty() || half >= N_RAYS / 2 {
+                w.sort_by(f64::total_cmp);
+                *s = w.get(w.len() / 2).copied().unwrap_or(0.0);
+                break;
+            }
+            half *= 2;
+        }
+    }
+    (Some(smooth), coverage)
+}
+
+/// Area (pixels²) of the star outline with these radii.
+fn star_area(radii: &[f64; N_RAYS]) -> f64 {
+    radii.iter().map(|r| 0.5 * r * r).sum::<f64>() * std::f64::consts::TAU / N_RAYS as f64
+}
+
+/// The star outline with `radii` around `c` as a mask of the given shape.
+fn rasterize_star(radii: &[f64; N_RAYS], c: (f64, f64), dim: (usize, usize)) -> Array2<bool> {
+    Array2::from_shape_fn(dim, |(j, i)| {
+        let (y, x) = (j as f64 - c.0, i as f64 - c.1);
+        let rad = (y * y + x * x).sqrt();
+        if rad < 1e-9 {
+            return true;
+        }
+        let th = x.atan2(y).rem_euclid(std::f64::consts::TAU) / std::f64::consts::TAU * N_RAYS as f64;
+        let a0 = th.floor() as usize % N_RAYS;
+        let a1 = (a0 + 1) % N_RAYS;
+        let t = th - th.floor();
+        rad <= radii[a0] * (1.0 - t) + radii[a1] * t
+    })
 }

@@ -7,7 +7,7 @@ use super::body::BodyAxis;
 use super::context::{quantile, Fine, KPlane};
 use super::frame::OUTSIDE_HU;
 use super::AnatomyError;
-use ndarray::{Array3, Axis};
+use ndarray::Array2;
 
 /// Vertebral bodies are 15–35 mm tall along their core (a compression fracture wedges the front, the core
 /// rarely falls under 14 mm); a shorter "body" is a marrow dip misread as a disc.
@@ -40,7 +40,7 @@ pub fn levels(
     ax: &BodyAxis,
     profile: &[Option<f32>],
     kc: f64,
-    foot: &Array3<bool>,
+    foot_at: &(dyn Fn(usize) -> Array2<bool> + Sync),
 ) -> Result<Levels, AnatomyError> {
     let mut vals: Vec<f32> = profile.iter().flatten().copied().collect();
     let (Some(hb), Some(hd)) = (quantile(&mut vals, 0.75), quantile(&mut vals, 0.08)) else {
@@ -93,8 +93,7 @@ pub fn levels(
     // Column-wise refinement within the body's mid-height cross-section: in a window around the profile's
     // boundary, the step edge (mean on one side minus the other) is strongest at the endplate.
     let mid = ((target.0 + target.1) / 2).min(nk - 1);
-    let cols: Vec<(usize, usize)> = foot
-        .index_axis(Axis(0), mid)
+    let cols: Vec<(usize, usize)> = foot_at(mid)
         .indexed_iter()
         .filter(|(_, &b)| b)
         .map(|(p, _)| p)

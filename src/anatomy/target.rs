@@ -29,9 +29,20 @@ pub fn find_needle(ct: &CtVolume) -> Option<Needle> {
     let g = &ct.geometry;
     let mut pts: Vec<Lps> = ct
         .data
-        .indexed_iter()
-        .filter(|(_, &v)| v >= METAL_HU)
-        .map(|((z, y, x), _)| g.voxel_to_lps([z, y, x]))
+        .axis_iter(Axis(0))
+        .into_par_iter()
+        .enumerate()
+        .flat_map_iter(|(z, plane)| {
+            let mut v = Vec::new();
+            for (y, row) in plane.outer_iter().enumerate() {
+                for (x, &h) in row.iter().enumerate() {
+                    if h >= METAL_HU {
+                        v.push(g.voxel_to_lps([z, y, x]));
+                    }
+                }
+            }
+            v
+        })
         .collect();
     if pts.len() < 5 {
         return None;
@@ -206,8 +217,12 @@ fn enclosed_soft(slice: ndarray::ArrayView2<f32>, step: f64) -> Array2<bool> {
 pub fn canal_line(ct: &CtVolume, near: Lps) -> Result<CanalLine, AnatomyError> {
     // Only the levels used for the line are resampled (a trunk CT is ten times taller).
     let margin = LINE_HALF_SPAN_MM + 4.0;
+    let t0 = std::time::Instant::now();
     let f = coarse_frame(ct, Some((near.z() - margin, near.z() + margin)));
-    let vol = gaussian3(&f.resample(ct), [0.0, 1.0, 1.0]);
+    let vol = f.resample(ct);
+    tracing::debug!("canal line: coarse resample {:?} {:?}", f.dims, t0.elapsed());
+    let vol = gaussian3(&vol, [0.0, 1.0, 1.0]);
+    tracing::debug!("canal line: smoothed {:?}", t0.elapsed());
     let kz = f.lps_to_index(near)[0];
     let half = LINE_HALF_SPAN_MM / f.step[0];
     let k0 = (kz - half).floor().max(0.0) as usize;
@@ -219,6 +234,7 @@ pub fn canal_line(ct: &CtVolume, near: Lps) -> Result<CanalLine, AnatomyError> {
         .into_par_iter()
         .map(|k| (k, enclosed_soft(vol.index_axis(Axis(0), k), f.step[1])))
         .collect();
+    tracing::debug!("canal line: candidates {:?}", t0.elapsed());
     let (h, w) = (f.dims[1], f.dims[2]);
     let mut votes = Array2::<f32>::zeros((h, w));
     for (_, c) in &cands {
@@ -260,6 +276,7 @@ pub fn canal_line(ct: &CtVolume, near: Lps) -> Result<CanalLine, AnatomyError> {
             "no spinal canal enclosed by bone was found near the level of interest".into(),
         ));
     };
+    tracing::debug!("canal line: votes {:?}", t0.elapsed());
     // Per slice, the candidate blob nearest the peak.
     let max_d = 12.0 / f.step[1];
     let mut samples: Vec<(f64, f64, f64)> = Vec::new();

@@ -55,3 +55,11 @@ pub fn centroid(m: &Array3<bool>, g: &Geometry) -> Lps {
     }
     Lps(s.map(|v| v / n))
 }
+
+/// Log output for debugging (`RUST_LOG=cementleak::anatomy=debug`); harmless when called twice.
+pub fn init_tracing() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+}
