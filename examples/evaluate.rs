@@ -12,7 +12,7 @@ use cementleak::anatomy::TargetHint;
 use cementleak::eval::matching::MatchRule;
 use cementleak::eval::metrics::{summarize, table, Group, ScanRecord, Summary, HYBRID_GOALS, PHANTOM_GOALS};
 use cementleak::eval::{as_scan, record};
-use cementleak::leaks::Site;
+use cementleak::leaks::{LeakModel, Site};
 use cementleak::load::{load_scan, LoadOptions, Scan};
 use cementleak::phantom::hybrid::{generate_hybrid, HybridInputs, HybridSpec};
 use cementleak::phantom::{generate_case, LesionType, PhantomCase, PhantomSpec, ThermocouplePlace};
@@ -61,6 +61,24 @@ struct Args {
     /// `--at`) or `tip` (the true needle tip, as with `--at`: separates target choice from the rest).
     #[arg(long, default_value = "auto", value_parser = ["auto", "tip"])]
     hint: String,
+    /// Leak-site ONNX model, as `analyze` uses by default.
+    #[arg(long, default_value = cementleak::leaks::model::DEFAULT_MODEL_PATH)]
+    model: PathBuf,
+    /// Rule sites only (no model), to see what the model adds.
+    #[arg(long)]
+    no_model: bool,
+}
+
+/// A fresh analyzer per case (ONNX sessions are not shared between threads); `None` model = rules only.
+fn analyzer(model: Option<&Path>) -> Analyzer {
+    let model = model.map(|p| match LeakModel::load(p) {
+        Ok(m) => m,
+        Err(e) => {
+            eprintln!("cannot load the leak-site model {}: {e}", p.display());
+            std::process::exit(2);
+        }
+    });
+    Analyzer::new(AlertPolicy::default(), model)
 }
 
 /// Leak-site patterns the cases cycle through (none, each site alone, pairs).
@@ -99,8 +117,9 @@ fn score_case(
     group: Group,
     rule: MatchRule,
     at_tip: bool,
+    model: Option<&Path>,
 ) -> Vec<ScanRecord> {
-    let mut analyzer = Analyzer::new(AlertPolicy::default(), None);
+    let mut analyzer = analyzer(model);
     let pos = case.summary.position;
     let scans: Vec<Scan> =
         case.scans.iter().enumerate().map(|(k, s)| as_scan(&s.ct, &format!("{name}/scan{k}"), pos)).collect();
@@ -192,6 +211,8 @@ struct Output<'a> {
     matching_rule: String,
     min_leak_ml: f64,
     hint: &'a str,
+    /// The leak-site model file, or null for rule sites only.
+    model: Option<String>,
     phantom_seeds: [u64; 2],
     hybrid_seeds: [u64; 2],
     summaries: Vec<(Group, Summary)>,
@@ -227,6 +248,7 @@ fn main() -> anyhow::Result<()> {
         }
         jobs.push(Job::Real(si));
     }
+    let model = (!a.no_model).then_some(a.model.as_path());
     let pool = rayon::ThreadPoolBuilder::new().num_threads(a.threads.max(1)).build()?;
     let pb = ProgressBar::new(jobs.len() as u64);
     pb.set_style(
@@ -243,7 +265,7 @@ fn main() -> anyhow::Result<()> {
                     let spec = phantom_spec(*i, &a);
                     let name = format!("phantom/{}/{}", spec.seed, spec.position);
                     match generate_case(&spec) {
-                        Ok(case) => score_case(&case, &name, Group::Phantom, rule, a.hint == "tip"),
+                        Ok(case) => score_case(&case, &name, Group::Phantom, rule, a.hint == "tip", model),
                         Err(e) => vec![failed(Group::Phantom, &name, e.to_string())],
                     }
                 }
@@ -254,13 +276,13 @@ fn main() -> anyhow::Result<()> {
                     spec.leak_sites = Some(sites.clone());
                     spec.steps = Some(a.steps);
                     match generate_hybrid(&s.inputs, &spec) {
-                        Ok(case) => score_case(&case, &name, Group::Hybrid, rule, a.hint == "tip"),
+                        Ok(case) => score_case(&case, &name, Group::Hybrid, rule, a.hint == "tip", model),
                         Err(e) => vec![failed(Group::Hybrid, &name, e.to_string())],
                     }
                 }
                 Job::Real(si) => {
                     let s = &real[*si];
-                    let mut analyzer = Analyzer::new(AlertPolicy::default(), None);
+                    let mut analyzer = analyzer(model);
                     let t = Instant::now();
                     let res = analyzer
                         .run(&AnalyzeInputs {
@@ -353,6 +375,7 @@ fn main() -> anyhow::Result<()> {
         ),
         min_leak_ml: a.min_leak_ml,
         hint: &a.hint,
+        model: model.map(|p| p.display().to_string()),
         phantom_seeds: [a.seed_base, a.seed_base + a.cases as u64],
         hybrid_seeds: [hybrid_base, hybrid_base + h as u64],
         summaries,
