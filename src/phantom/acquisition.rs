@@ -61,7 +61,8 @@ impl Motion {
 }
 
 /// HU, labels, anatomy, leak ids and tissue of one slice.
-type SliceOut = (Vec<f32>, Vec<u8>, Vec<u8>, Vec<u8>, Vec<u8>);
+/// One slice's HU, labels, anatomy, leak ids and tissue, as produced slice by slice in parallel.
+pub(crate) type SliceOut = (Vec<f32>, Vec<u8>, Vec<u8>, Vec<u8>, Vec<u8>);
 
 /// One acquired scan before truth bookkeeping.
 pub struct Acquired {
@@ -72,6 +73,39 @@ pub struct Acquired {
     pub leak_ids: Volume<u8>,
     /// Tissue class (`anatomy::Tissue as u8`) at each voxel centre.
     pub tissue: Volume<u8>,
+}
+
+impl Acquired {
+    /// Stacks per-slice outputs (in slice order) into volumes of `shape` = (slices, rows, columns).
+    pub(crate) fn from_slices(
+        per_slice: Vec<SliceOut>,
+        shape: (usize, usize, usize),
+        g: Geometry,
+    ) -> Acquired {
+        let len = shape.0 * shape.1 * shape.2;
+        let mut ct = Vec::with_capacity(len);
+        let mut lab = Vec::with_capacity(len);
+        let mut ana = Vec::with_capacity(len);
+        let mut lid = Vec::with_capacity(len);
+        let mut tis = Vec::with_capacity(len);
+        for (a, b, c, d, e) in per_slice {
+            ct.extend(a);
+            lab.extend(b);
+            ana.extend(c);
+            lid.extend(d);
+            tis.extend(e);
+        }
+        let mk = |v: Vec<u8>| {
+            Volume::new(Array3::from_shape_vec(shape, v).unwrap_or_else(|_| Array3::zeros(shape)), g)
+        };
+        Acquired {
+            ct: Volume::new(Array3::from_shape_vec(shape, ct).unwrap_or_else(|_| Array3::zeros(shape)), g),
+            labels: mk(lab),
+            anatomy: mk(ana),
+            leak_ids: mk(lid),
+            tissue: mk(tis),
+        }
+    }
 }
 
 pub struct Model<'a> {
@@ -254,29 +288,7 @@ impl Scanner {
                 (hu, lab, ana, lid, tis)
             })
             .collect();
-        let shape = (self.slices, n, n);
-        let mut ct = Vec::with_capacity(self.slices * n * n);
-        let mut lab = Vec::with_capacity(ct.capacity());
-        let mut ana = Vec::with_capacity(ct.capacity());
-        let mut lid = Vec::with_capacity(ct.capacity());
-        let mut tis = Vec::with_capacity(ct.capacity());
-        for (a, b, c, d, e) in per_slice {
-            ct.extend(a);
-            lab.extend(b);
-            ana.extend(c);
-            lid.extend(d);
-            tis.extend(e);
-        }
-        let mk = |v: Vec<u8>| {
-            Volume::new(Array3::from_shape_vec(shape, v).unwrap_or_else(|_| Array3::zeros(shape)), g)
-        };
-        Acquired {
-            ct: Volume::new(Array3::from_shape_vec(shape, ct).unwrap_or_else(|_| Array3::zeros(shape)), g),
-            labels: mk(lab),
-            anatomy: mk(ana),
-            leak_ids: mk(lid),
-            tissue: mk(tis),
-        }
+        Acquired::from_slices(per_slice, (self.slices, n, n), g)
     }
 
     /// Metal footprints of `rods` (anatomy frame) in the slab of slice `z`, in pixel coordinates, each with

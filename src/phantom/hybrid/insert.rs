@@ -5,13 +5,14 @@
 //! touched by cement, metal or a streak field are recomputed and clipped to the scanner range.
 
 use super::masks::trilinear;
-use crate::phantom::acquisition::{blur, cement_hu, seg2d, Acquired, Motion, Scanner, HU_MAX, HU_MIN};
+use crate::phantom::acquisition::{
+    blur, cement_hu, seg2d, Acquired, Motion, Scanner, SliceOut, HU_MAX, HU_MIN,
+};
 use crate::phantom::devices::{add_streaks, Devices, Footprint, METAL_HU};
 use crate::phantom::grid::FineGrid;
 use crate::phantom::injection::{Injection, NONE};
 use crate::phantom::noise;
-use crate::volume::{labels, CtVolume, Lps, Volume};
-use ndarray::Array3;
+use crate::volume::{labels, CtVolume, Lps};
 use rayon::prelude::*;
 
 pub struct Insertion<'a> {
@@ -22,8 +23,6 @@ pub struct Insertion<'a> {
     pub scanner: &'a Scanner,
     pub seed: u64,
 }
-
-type SliceOut = (Vec<f32>, Vec<u8>, Vec<u8>, Vec<u8>, Vec<u8>);
 
 /// Runs `f` on an `nr` x `nc` image embedded in a zero square of side max(nr, nc) (the blur and streak
 /// models work on square slices) and adds the result back.
@@ -171,28 +170,6 @@ impl Insertion<'_> {
                 (hu, lab, ana, lid, tis)
             })
             .collect();
-        let shape = (ns, nr, nc);
-        let mut ct = Vec::with_capacity(ns * nr * nc);
-        let mut lab = Vec::with_capacity(ct.capacity());
-        let mut ana = Vec::with_capacity(ct.capacity());
-        let mut lid = Vec::with_capacity(ct.capacity());
-        let mut tis = Vec::with_capacity(ct.capacity());
-        for (a, b, c, d, e) in per_slice {
-            ct.extend(a);
-            lab.extend(b);
-            ana.extend(c);
-            lid.extend(d);
-            tis.extend(e);
-        }
-        let mk = |v: Vec<u8>| {
-            Volume::new(Array3::from_shape_vec(shape, v).unwrap_or_else(|_| Array3::zeros(shape)), g)
-        };
-        Acquired {
-            ct: Volume::new(Array3::from_shape_vec(shape, ct).unwrap_or_else(|_| Array3::zeros(shape)), g),
-            labels: mk(lab),
-            anatomy: mk(ana),
-            leak_ids: mk(lid),
-            tissue: mk(tis),
-        }
+        Acquired::from_slices(per_slice, (ns, nr, nc), g)
     }
 }
