@@ -9,6 +9,7 @@ use crate::leaks::Site;
 use crate::render::{self, text::draw_text, Plane, View, Window};
 use crate::volume::{labels, CtVolume, Lps};
 use image::{Rgb, RgbImage};
+use rayon::prelude::*;
 
 const FOV_MM: f64 = 120.0;
 const PIXEL_MM: f64 = 0.4;
@@ -101,20 +102,23 @@ pub fn key_images(ct: &CtVolume, a: &Analysis) -> Vec<(String, RgbImage)> {
         .cement_centroid
         .or(a.anatomy.as_ref().map(|x| x.body_centroid))
         .unwrap_or_else(|| ct.geometry.index_to_lps(ct.shape().map(|n| (n as f64 - 1.0) / 2.0)));
-    let mut out = Vec::new();
     let what = if a.cement_centroid.is_some() { "cement" } else { "vertebra" };
-    for plane in [Plane::Axial, Plane::Sagittal, Plane::Coronal] {
-        out.push((format!("key_{what}_{}", plane.name()), picture(ct, a, plane, centre, what)));
-    }
+    let mut jobs: Vec<(String, Plane, Lps, String)> = [Plane::Axial, Plane::Sagittal, Plane::Coronal]
+        .into_iter()
+        .map(|plane| (format!("key_{what}_{}", plane.name()), plane, centre, what.to_string()))
+        .collect();
     for leak in &a.leaks {
         let site = leak.verdict.site.name();
         let title = format!("leak #{} {site} {:.3} mL", leak.id, leak.component.volume_ml);
         for plane in [Plane::Axial, Plane::Sagittal] {
-            out.push((
+            jobs.push((
                 format!("key_leak{}_{site}_{}", leak.id, plane.name()),
-                picture(ct, a, plane, leak.component.centroid, &title),
+                plane,
+                leak.component.centroid,
+                title.clone(),
             ));
         }
     }
-    out
+    // The operator waits for these: render them side by side.
+    jobs.into_par_iter().map(|(name, plane, at, title)| (name, picture(ct, a, plane, at, &title))).collect()
 }

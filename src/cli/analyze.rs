@@ -19,6 +19,7 @@ use crate::leaks::model::{LeakModel, DEFAULT_MODEL_PATH};
 use crate::load::{load_scan, LoadOptions, Scan};
 use crate::volume::Lps;
 use anyhow::Context;
+use rayon::prelude::*;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -138,10 +139,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
     let masks_ms = t.elapsed().as_secs_f64() * 1000.0;
     let t = Instant::now();
-    for (name, img) in key_images(&scan.volume, &analysis) {
+    key_images(&scan.volume, &analysis).into_par_iter().try_for_each(|(name, img)| {
         let path = args.out.join(format!("{name}.png"));
-        img.save(&path).with_context(|| format!("writing {}", path.display()))?;
-    }
+        img.save(&path).with_context(|| format!("writing {}", path.display()))
+    })?;
     let images_ms = t.elapsed().as_secs_f64() * 1000.0;
 
     if let Some(why) = no_model {
