@@ -2,6 +2,8 @@
 //! report validates against the schema, a canal leak stops, a needle alone reports no leak, and the same
 //! patient scanned prone or supine gets the same answer.
 
+mod common;
+
 use cementleak::alert::{decide, AlertLevel, AlertPolicy, LeakObservation};
 use cementleak::analyze::{AnalyzeInputs, Analyzer};
 use cementleak::anatomy::TargetHint;
@@ -12,16 +14,7 @@ use cementleak::report::Report;
 use cementleak::volume::PatientPosition;
 
 fn spec(seed: u64, position: PatientPosition, sites: Vec<Site>, steps: usize) -> PhantomSpec {
-    let mut s = PhantomSpec::from_seed(seed);
-    s.position = position;
-    s.matrix = 192;
-    s.pixel_mm = Some(0.8);
-    s.slices = Some(24);
-    s.slice_thickness_mm = Some(2.5);
-    s.model_mm = 1.0;
-    s.leak_sites = Some(sites);
-    s.steps = Some(steps);
-    s
+    common::small_phantom(seed, position, sites, 24, steps)
 }
 
 fn case(spec: &PhantomSpec) -> PhantomCase {
@@ -57,34 +50,28 @@ fn schema_errors(report: &Report) -> Vec<String> {
     }
 }
 
-fn describe(r: &Report) -> String {
-    let leaks: Vec<String> = r
-        .leaks
-        .iter()
-        .map(|l| format!("{}{} {:.3}", l.site, if l.foraminal { "(f)" } else { "" }, l.volume_ml))
+/// One line per scan, the same for a report and for the phantom's truth so the two read side by side.
+fn line(
+    level: &str,
+    cement_ml: f64,
+    wall: Option<f64>,
+    leaks: impl Iterator<Item = (Site, bool, f64)>,
+) -> String {
+    let leaks: Vec<String> = leaks
+        .map(|(site, foraminal, ml)| format!("{site}{} {ml:.3}", if foraminal { "(f)" } else { "" }))
         .collect();
-    format!(
-        "{:8} cement {:.2} wall {:?} leaks [{}]",
-        r.alert.level.name(),
-        r.cement.intravertebral_volume_ml,
-        r.cement.posterior_wall_distance_mm,
-        leaks.join(", ")
-    )
+    format!("{level:8} cement {cement_ml:.2} wall {:?} leaks [{}]", wall, leaks.join(", "))
+}
+
+fn describe(r: &Report) -> String {
+    let leaks = r.leaks.iter().map(|l| (l.site, l.foraminal, l.volume_ml));
+    line(r.alert.level.name(), r.cement.intravertebral_volume_ml, r.cement.posterior_wall_distance_mm, leaks)
 }
 
 fn truth_line(t: &ScanTruth) -> String {
-    let leaks: Vec<String> = t
-        .leaks
-        .iter()
-        .map(|l| format!("{}{} {:.3}", l.site, if l.foraminal { "(f)" } else { "" }, l.volume_ml))
-        .collect();
-    format!(
-        "{:8} cement {:.2} wall {:?} leaks [{}]",
-        t.expected_alert.name(),
-        t.intravertebral_cement_ml,
-        t.posterior_wall_distance_mm.map(|d| (d * 10.0).round() / 10.0),
-        leaks.join(", ")
-    )
+    let leaks = t.leaks.iter().map(|l| (l.site, l.foraminal, l.volume_ml));
+    let wall = t.posterior_wall_distance_mm.map(|d| (d * 10.0).round() / 10.0);
+    line(t.expected_alert.name(), t.intravertebral_cement_ml, wall, leaks)
 }
 
 /// Analyse every injection scan of a case with the baseline and the previous scan; print result and truth.
@@ -161,19 +148,8 @@ fn prone_and_supine_give_the_same_answer() {
     // Components at the cement stage's noise floor (under 0.03 mL) come and go with resampling: the answer
     // compared is the sites and alert of the rest, recomputed with the shipped policy.
     let answer = |r: &Report| {
-        let leaks: Vec<LeakObservation> = r
-            .leaks
-            .iter()
-            .filter(|l| l.volume_ml >= 0.03)
-            .map(|l| LeakObservation {
-                id: l.id,
-                site: l.site,
-                foraminal: l.foraminal,
-                volume_ml: l.volume_ml,
-                new: l.new,
-                grew_ml: l.grew_ml,
-            })
-            .collect();
+        let leaks: Vec<LeakObservation> =
+            r.leaks.iter().filter(|l| l.volume_ml >= 0.03).map(|l| l.observation()).collect();
         let mut sites: Vec<Site> = leaks.iter().map(|l| l.site).collect();
         sites.sort();
         sites.dedup();

@@ -2,6 +2,8 @@
 //! and what it is, and overlay pictures in $CEMENT_DIAG_DIR (default /tmp/cement_diag).
 //! `cargo test --test cement_diag -- --ignored --nocapture`
 
+mod common;
+
 use cementleak::anatomy::{segment, TargetHint};
 use cementleak::cement::{detect, CementInputs, CementParams};
 use cementleak::leaks::Site;
@@ -11,16 +13,7 @@ use cementleak::volume::{labels, Lps, PatientPosition, Volume};
 use std::collections::BTreeMap;
 
 fn spec(seed: u64, position: PatientPosition, sites: Vec<Site>) -> PhantomSpec {
-    let mut s = PhantomSpec::from_seed(seed);
-    s.position = position;
-    s.matrix = 192;
-    s.pixel_mm = Some(0.8);
-    s.slices = Some(20);
-    s.slice_thickness_mm = Some(2.5);
-    s.model_mm = 1.0;
-    s.leak_sites = Some(sites);
-    s.steps = Some(3);
-    s
+    common::small_phantom(seed, position, sites, 20, 3)
 }
 
 #[test]

@@ -2,6 +2,8 @@
 //! noise and motion than the unit scenes): intravertebral volume error and leak detection sensitivity
 //! against the phantom's truth, with the phantom's body label (1) as the body mask.
 
+mod common;
+
 use cementleak::cement::{detect, CementInputs, CementParams};
 use cementleak::leaks::Site;
 use cementleak::phantom::{generate_case, PhantomSpec};
@@ -9,16 +11,7 @@ use cementleak::volume::{labels, PatientPosition, Volume};
 use std::collections::HashSet;
 
 fn spec(seed: u64, position: PatientPosition, sites: Vec<Site>) -> PhantomSpec {
-    let mut s = PhantomSpec::from_seed(seed);
-    s.position = position;
-    s.matrix = 192;
-    s.pixel_mm = Some(0.8);
-    s.slices = Some(20);
-    s.slice_thickness_mm = Some(2.5);
-    s.model_mm = 1.0;
-    s.leak_sites = Some(sites);
-    s.steps = Some(3);
-    s
+    common::small_phantom(seed, position, sites, 20, 3)
 }
 
 #[test]

@@ -10,6 +10,8 @@
 //! It also prints the volume error with the body from `anatomy::segment` (what production gets).
 //! `cargo test --test cement_phantom_eval -- --nocapture`
 
+mod common;
+
 use cementleak::anatomy::{segment, TargetHint};
 use cementleak::cement::{detect, CementInputs, CementParams};
 use cementleak::leaks::Site;
@@ -41,17 +43,11 @@ fn case(
 }
 
 fn spec(c: &Case) -> PhantomSpec {
-    let mut s = PhantomSpec::from_seed(c.seed);
-    s.position = c.position;
-    s.matrix = 192;
-    s.pixel_mm = Some(0.8);
+    let mut s = common::small_phantom(c.seed, c.position, c.sites.clone(), 0, 3);
     s.slice_thickness_mm = Some(c.thickness_mm);
     s.slices = Some((50.0 / c.thickness_mm).round() as usize);
-    s.model_mm = 1.0;
-    s.leak_sites = Some(c.sites.clone());
     s.lesion = Some(c.lesion);
     s.thermocouple = Some(c.thermocouple);
-    s.steps = Some(3);
     s
 }
 

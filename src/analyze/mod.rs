@@ -210,17 +210,7 @@ impl Analyzer {
         timing.insert("measure".to_string(), ms(t));
         let t = Instant::now();
         let leak_reports: Vec<LeakReport> = leaks.iter().map(|l| self.leak_report(l)).collect();
-        let observations: Vec<LeakObservation> = leak_reports
-            .iter()
-            .map(|l| LeakObservation {
-                id: l.id,
-                site: l.site,
-                foraminal: l.foraminal,
-                volume_ml: l.volume_ml,
-                new: l.new,
-                grew_ml: l.grew_ml,
-            })
-            .collect();
+        let observations: Vec<LeakObservation> = leak_reports.iter().map(LeakReport::observation).collect();
         let alert = decide(&self.policy, &observations, wall_mm);
         if inputs.previous.is_none() && !leak_reports.is_empty() {
             warnings.push("no previous scan: every leak is treated as possibly new".into());

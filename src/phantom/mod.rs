@@ -280,59 +280,6 @@ pub fn generate_case_with(
         torso: (tor.half_width, tor.centre_y, tor.half_depth),
     };
     let n_scans = inj.injected_ml.len();
-    let mut mrng = noise::stream(seed, 6, 0);
-    let mut scans: Vec<PhantomScan> = Vec::with_capacity(n_scans);
-    let mut prev_leaks: Vec<LeakTruth> = Vec::new();
-    let vox_ml = scanner.geometry.spacing.voxel_volume_ml();
-    for k in 0..n_scans {
-        let motion = if k == 0 || !spec.motion { Motion::identity() } else { Motion::random(&mut mrng) };
-        let t0 = std::time::Instant::now();
-        let acq = scanner.acquire(&model, k, &motion);
-        tracing::info!(scan = k, secs = t0.elapsed().as_secs_f64(), "acquired");
-        let leaks = measure_leaks(&acq, &scanner, &motion, &anat, &inj, k, &prev_leaks, vox_ml);
-        let wall = wall_distance_on_labels(&acq.labels, &scanner, &motion, &anat);
-        let intra = acq.labels.data.iter().filter(|&&l| l == labels::CEMENT).count() as f64 * vox_ml;
-        let angle = ((motion.r[0][0] + motion.r[1][1] + motion.r[2][2] - 1.0) / 2.0)
-            .clamp(-1.0, 1.0)
-            .acos()
-            .to_degrees();
-        let truth = ScanTruth {
-            schema: truth::TRUTH_SCHEMA.into(),
-            step: k,
-            injected_ml: round4(inj.injected_ml[k]),
-            increment_ml: round4(if k == 0 { 0.0 } else { inj.injected_ml[k] - inj.injected_ml[k - 1] }),
-            intravertebral_cement_ml: round4(intra),
-            planned_intravertebral_ml: round4(inj.intra_ml[k]),
-            expected_alert: truth::expected_alert(&leaks, wall),
-            leaks: leaks.clone(),
-            posterior_wall_distance_mm: wall.map(|w| (w * 100.0).round() / 100.0),
-            posterior_wall_intact: intact,
-            level,
-            position: spec.position,
-            lesion,
-            compression_fracture: anat.compression,
-            osteoporotic: anat.osteoporotic,
-            bilateral_needles: bilateral,
-            thermocouple: tc,
-            needle_tips_lps_mm: dev
-                .tips()
-                .into_iter()
-                .map(|t| scanner.to_lps(&motion, t).rounded())
-                .collect(),
-            voxel_volume_ml: vox_ml,
-            motion_mm: (motion.t.iter().map(|v| v * v).sum::<f64>().sqrt() * 1000.0).round() / 1000.0,
-            motion_deg: (angle * 1000.0).round() / 1000.0,
-        };
-        prev_leaks = leaks;
-        scans.push(PhantomScan {
-            ct: acq.ct,
-            labels: acq.labels,
-            anatomy: acq.anatomy,
-            truth,
-            tissue: acq.tissue,
-        });
-        progress(k + 1, n_scans);
-    }
     let summary = CaseSummary {
         seed,
         level,
@@ -352,7 +299,87 @@ pub fn generate_case_with(
         scans: n_scans,
         hybrid: false,
     };
+    let sequence = Sequence { summary: &summary, scanner: &scanner, scene: &anat, inj: &inj, devices: &dev };
+    let scans = sequence.acquire(spec.motion, |k, motion| scanner.acquire(&model, k, motion), progress);
     Ok(PhantomCase { spec, scans, summary })
+}
+
+/// One planned injection on one anatomy, ready to be scanned: what the synthetic and hybrid cases share.
+pub(crate) struct Sequence<'a> {
+    pub summary: &'a CaseSummary,
+    pub scanner: &'a Scanner,
+    pub scene: &'a dyn injection::Scene,
+    pub inj: &'a injection::Injection,
+    pub devices: &'a devices::Devices,
+}
+
+impl Sequence<'_> {
+    /// Acquires every scan (baseline first; small random patient motion after it when `motion`) and
+    /// measures each scan's truth on its own label map.
+    pub(crate) fn acquire(
+        &self,
+        motion: bool,
+        acquire: impl Fn(usize, &Motion) -> acquisition::Acquired,
+        progress: &mut dyn FnMut(usize, usize),
+    ) -> Vec<PhantomScan> {
+        let (c, scanner, inj) = (self.summary, self.scanner, self.inj);
+        let n_scans = inj.injected_ml.len();
+        let mut mrng = noise::stream(c.seed, 6, 0);
+        let mut scans: Vec<PhantomScan> = Vec::with_capacity(n_scans);
+        let mut prev_leaks: Vec<LeakTruth> = Vec::new();
+        let vox_ml = scanner.geometry.spacing.voxel_volume_ml();
+        for k in 0..n_scans {
+            let motion = if k == 0 || !motion { Motion::identity() } else { Motion::random(&mut mrng) };
+            let t0 = std::time::Instant::now();
+            let acq = acquire(k, &motion);
+            tracing::info!(scan = k, secs = t0.elapsed().as_secs_f64(), "acquired");
+            let leaks = measure_leaks(&acq, scanner, &motion, self.scene, inj, k, &prev_leaks, vox_ml);
+            let wall = wall_distance_on_labels(&acq.labels, scanner, &motion, self.scene);
+            let intra = acq.labels.data.iter().filter(|&&l| l == labels::CEMENT).count() as f64 * vox_ml;
+            let angle = ((motion.r[0][0] + motion.r[1][1] + motion.r[2][2] - 1.0) / 2.0)
+                .clamp(-1.0, 1.0)
+                .acos()
+                .to_degrees();
+            let truth = ScanTruth {
+                schema: truth::TRUTH_SCHEMA.into(),
+                step: k,
+                injected_ml: round4(inj.injected_ml[k]),
+                increment_ml: round4(if k == 0 { 0.0 } else { inj.injected_ml[k] - inj.injected_ml[k - 1] }),
+                intravertebral_cement_ml: round4(intra),
+                planned_intravertebral_ml: round4(inj.intra_ml[k]),
+                expected_alert: truth::expected_alert(&leaks, wall),
+                leaks: leaks.clone(),
+                posterior_wall_distance_mm: wall.map(|w| (w * 100.0).round() / 100.0),
+                posterior_wall_intact: c.posterior_wall_intact,
+                level: c.level,
+                position: c.position,
+                lesion: c.lesion,
+                compression_fracture: c.compression_fracture,
+                osteoporotic: c.osteoporotic,
+                bilateral_needles: c.bilateral_needles,
+                thermocouple: c.thermocouple,
+                needle_tips_lps_mm: self
+                    .devices
+                    .tips()
+                    .into_iter()
+                    .map(|t| scanner.to_lps(&motion, t).rounded())
+                    .collect(),
+                voxel_volume_ml: vox_ml,
+                motion_mm: (motion.t.iter().map(|v| v * v).sum::<f64>().sqrt() * 1000.0).round() / 1000.0,
+                motion_deg: (angle * 1000.0).round() / 1000.0,
+            };
+            prev_leaks = leaks;
+            scans.push(PhantomScan {
+                ct: acq.ct,
+                labels: acq.labels,
+                anatomy: acq.anatomy,
+                truth,
+                tissue: acq.tissue,
+            });
+            progress(k + 1, n_scans);
+        }
+        scans
+    }
 }
 
 pub(crate) fn round4(v: f64) -> f64 {

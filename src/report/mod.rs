@@ -120,6 +120,20 @@ pub struct LeakReport {
     pub review: bool,
 }
 
+impl LeakReport {
+    /// What the alert policy needs to know of this leak.
+    pub fn observation(&self) -> crate::alert::LeakObservation {
+        crate::alert::LeakObservation {
+            id: self.id,
+            site: self.site,
+            foraminal: self.foraminal,
+            volume_ml: self.volume_ml,
+            new: self.new,
+            grew_ml: self.grew_ml,
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ReportError {
     #[error("cannot write {path}: {reason}")]

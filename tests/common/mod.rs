@@ -17,3 +17,24 @@ pub fn shared_data(sub: &str) -> Option<PathBuf> {
         None
     }
 }
+
+/// A small phantom sequence for integration tests: 192 x 192 at 0.8 mm, 2.5 mm slices, 1 mm patient model,
+/// the given leak sites (empty = none). Big enough for realistic partial volume, small enough to be quick.
+pub fn small_phantom(
+    seed: u64,
+    position: cementleak::volume::PatientPosition,
+    sites: Vec<cementleak::leaks::Site>,
+    slices: usize,
+    steps: usize,
+) -> cementleak::phantom::PhantomSpec {
+    let mut s = cementleak::phantom::PhantomSpec::from_seed(seed);
+    s.position = position;
+    s.matrix = 192;
+    s.pixel_mm = Some(0.8);
+    s.slices = Some(slices);
+    s.slice_thickness_mm = Some(2.5);
+    s.model_mm = 1.0;
+    s.leak_sites = Some(sites);
+    s.steps = Some(steps);
+    s
+}

@@ -21,16 +21,13 @@ pub mod insert;
 pub mod masks;
 pub mod scene;
 
-use super::acquisition::{Motion, Scanner};
+use super::acquisition::Scanner;
 use super::devices::{Devices, Rod};
 use super::spec::{LesionType, Level, PhantomSpec, ThermocouplePlace};
-use super::truth::{self, ScanTruth};
-use super::{
-    injection, noise, resolve_spec, round4, CaseSummary, LeakTruth, PhantomCase, PhantomError, PhantomScan,
-};
+use super::{injection, noise, resolve_spec, round4, CaseSummary, PhantomCase, PhantomError, Sequence};
 use crate::leaks::Site;
 use crate::load::Scan;
-use crate::volume::{labels, PatientPosition, Volume};
+use crate::volume::{PatientPosition, Volume};
 use masks::Derived;
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
@@ -197,57 +194,6 @@ pub fn generate_hybrid_with(
         seed: spec.seed,
     };
     let n_scans = inj.injected_ml.len();
-    let vox_ml = sp.voxel_volume_ml();
-    let mut mrng = noise::stream(spec.seed, 6, 0);
-    let mut scans = Vec::with_capacity(n_scans);
-    let mut prev: Vec<LeakTruth> = Vec::new();
-    for k in 0..n_scans {
-        let motion = if k == 0 || !spec.motion { Motion::identity() } else { Motion::random(&mut mrng) };
-        let acq = ins.acquire(k, &motion);
-        let leaks = super::measure_leaks(&acq, &scanner, &motion, &d, &inj, k, &prev, vox_ml);
-        let wall = super::wall_distance_on_labels(&acq.labels, &scanner, &motion, &d);
-        let intra = acq.labels.data.iter().filter(|&&l| l == labels::CEMENT).count() as f64 * vox_ml;
-        let angle = ((motion.r[0][0] + motion.r[1][1] + motion.r[2][2] - 1.0) / 2.0)
-            .clamp(-1.0, 1.0)
-            .acos()
-            .to_degrees();
-        let truth = ScanTruth {
-            schema: truth::TRUTH_SCHEMA.into(),
-            step: k,
-            injected_ml: round4(inj.injected_ml[k]),
-            increment_ml: round4(if k == 0 { 0.0 } else { inj.injected_ml[k] - inj.injected_ml[k - 1] }),
-            intravertebral_cement_ml: round4(intra),
-            planned_intravertebral_ml: round4(inj.intra_ml[k]),
-            expected_alert: truth::expected_alert(&leaks, wall),
-            leaks: leaks.clone(),
-            posterior_wall_distance_mm: wall.map(|w| (w * 100.0).round() / 100.0),
-            posterior_wall_intact: true,
-            level,
-            position,
-            lesion: LesionType::Absent,
-            compression_fracture: false,
-            osteoporotic: false,
-            bilateral_needles: bilateral,
-            thermocouple: tc,
-            needle_tips_lps_mm: dev
-                .tips()
-                .into_iter()
-                .map(|t| scanner.to_lps(&motion, t).rounded())
-                .collect(),
-            voxel_volume_ml: vox_ml,
-            motion_mm: (motion.t.iter().map(|v| v * v).sum::<f64>().sqrt() * 1000.0).round() / 1000.0,
-            motion_deg: (angle * 1000.0).round() / 1000.0,
-        };
-        prev = leaks;
-        scans.push(PhantomScan {
-            ct: acq.ct,
-            labels: acq.labels,
-            anatomy: acq.anatomy,
-            truth,
-            tissue: acq.tissue,
-        });
-        progress(k + 1, n_scans);
-    }
     let summary = CaseSummary {
         seed: spec.seed,
         level,
@@ -267,6 +213,8 @@ pub fn generate_hybrid_with(
         scans: n_scans,
         hybrid: true,
     };
+    let sequence = Sequence { summary: &summary, scanner: &scanner, scene: &d, inj: &inj, devices: &dev };
+    let scans = sequence.acquire(spec.motion, |k, motion| ins.acquire(k, motion), progress);
     Ok(PhantomCase { spec: ps, scans, summary })
 }
 
