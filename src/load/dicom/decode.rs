@@ -335,7 +335,7 @@ impl Convert {
             };
             if exact_f32 {
                 let (s, b) = (slope as f32, intercept as f32);
-                map_u16(bytes, out, |raw| {
+                let scalar = |raw| {
                     let v = value(raw);
                     // Both sides computed so the compiler can use a blend instead of a branch.
                     let hu = v as f32 * s + b;
@@ -344,7 +344,20 @@ impl Convert {
                     } else {
                         hu
                     }
-                });
+                };
+                let p = super::stream::Rescale16 {
+                    signed,
+                    shift,
+                    mask,
+                    lo,
+                    hi,
+                    slope: s,
+                    intercept: b,
+                    padding_hu: PADDING_HU,
+                };
+                if !super::stream::convert(bytes, out, &p, scalar) {
+                    map_u16(bytes, out, scalar);
+                }
             } else {
                 map_u16(bytes, out, |raw| {
                     let v = value(raw);
@@ -393,24 +406,32 @@ mod tests {
     /// block, signed and unsigned, partial BitsStored, padding, integer and fractional rescale.
     #[test]
     fn sixteen_bit_fast_path_matches_reference() {
-        for n in [0usize, 1, 7, 8, 9, 17, 64, 67] {
+        for n in [0usize, 1, 7, 8, 9, 17, 64, 67, 1000, 1003] {
             let raw: Vec<u16> = (0..n).map(|i| (i as u16).wrapping_mul(40503).wrapping_add(977)).collect();
             let bytes: Vec<u8> = raw.iter().flat_map(|v| v.to_ne_bytes()).collect();
             for (bits_stored, signed) in [(16, true), (16, false), (12, true), (12, false)] {
                 for padding in [None, Some((-2000, -1500)), Some((100, 3000))] {
                     for (slope, intercept) in [(1.0, -1024.0), (0.5, -1000.25)] {
                         let c = Convert { width: 2, bits_stored, signed, padding };
-                        let mut out = vec![f32::NAN; n];
-                        c.frame_slice(&bytes, slope, intercept, &mut out);
-                        let (lo, hi) = padding.unwrap_or((i64::MAX, i64::MIN));
-                        for (i, o) in out.iter().enumerate() {
-                            let v = c.value(&bytes[2 * i..2 * i + 2]);
-                            let want = if v >= lo && v <= hi {
-                                PADDING_HU
-                            } else {
-                                (slope * v as f64 + intercept) as f32
-                            };
-                            assert_eq!(*o, want, "n={n} i={i} bs={bits_stored} signed={signed} {padding:?}");
+                        // Output starting at each offset mod 16 bytes: the streaming path's unaligned head.
+                        for skip in 0..4 {
+                            let mut buf = vec![f32::NAN; n + skip];
+                            let out = &mut buf[skip..];
+                            c.frame_slice(&bytes, slope, intercept, out);
+                            let (lo, hi) = padding.unwrap_or((i64::MAX, i64::MIN));
+                            for (i, o) in out.iter().enumerate() {
+                                let v = c.value(&bytes[2 * i..2 * i + 2]);
+                                let want = if v >= lo && v <= hi {
+                                    PADDING_HU
+                                } else {
+                                    (slope * v as f64 + intercept) as f32
+                                };
+                                assert_eq!(
+                                    o.to_bits(),
+                                    want.to_bits(),
+                                    "n={n} skip={skip} i={i} bs={bits_stored} signed={signed} {padding:?}"
+                                );
+                            }
                         }
                     }
                 }

@@ -28,6 +28,7 @@ pub mod lenient;
 pub mod multiframe;
 pub mod order;
 pub mod scan;
+mod stream;
 mod turbo;
 
 use super::{LoadError, LoadOptions, Scan, SeriesInfo};
