@@ -37,8 +37,6 @@ const CORTEX_STEP_HU: f32 = 100.0;
 /// Denser than the posterior cortex reads at CT resolution: the needle, a thermocouple or their blooming.
 const MAX_BONE_HU: f32 = 1200.0;
 pub const BEHIND_CORTEX_FRACTION: f64 = 0.3;
-/// Cement-like density in an earlier scan (the cement stage's seed level), for `previous_ml`.
-const CEMENT_HU: f32 = 1000.0;
 
 /// Move escaped cement from the intravertebral mask into new leak components (ids after the existing ones).
 /// Returns how many components were moved.
@@ -136,14 +134,7 @@ pub fn split_escaped(
             }
         }
         let centroid = Lps(sum.map(|s| s / comp.len() as f64));
-        let previous_ml = previous.map(|prev| {
-            let t = findings.previous_registration.unwrap_or_default();
-            let dense = comp
-                .iter()
-                .filter(|v| prev.at_lps(t.apply(g.voxel_to_lps(**v))).is_some_and(|h| *h >= CEMENT_HU))
-                .count();
-            dense as f64 * voxel_ml
-        });
+        let previous_ml = previous.map(|prev| super::resplit::previous_ml(findings, prev, &comp));
         findings.intravertebral_ml = (findings.intravertebral_ml - volume_ml).max(0.0);
         let id = findings.leaks.iter().map(|l| l.id).max().unwrap_or(0) + 1;
         tracing::warn!(volume_ml, %centroid, "intravertebral cement behind the posterior wall taken as a leak");
@@ -161,7 +152,7 @@ pub fn split_escaped(
     moved
 }
 
-fn neighbours26(v: [usize; 3]) -> impl Iterator<Item = [usize; 3]> {
+pub(crate) fn neighbours26(v: [usize; 3]) -> impl Iterator<Item = [usize; 3]> {
     (0..27).filter(|&k| k != 13).filter_map(move |k| {
         let d = [k / 9, (k / 3) % 3, k % 3];
         let mut out = [0usize; 3];

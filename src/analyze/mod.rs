@@ -18,13 +18,17 @@
 //! - A leak is *new* when its region held less than the smallest reportable leak in the previous scan;
 //!   otherwise `grew_ml` is its volume now minus then.
 
+pub mod carry;
 pub mod escape;
 pub mod key_images;
 pub mod measure;
+pub mod resplit;
 
 use crate::alert::{decide, Alert, AlertLevel, AlertPolicy, LeakObservation};
 use crate::anatomy::{segment, Anatomy, AnatomyError, TargetHint};
-use crate::cement::{detect, CementComponent, CementError, CementFindings, CementInputs, CementParams};
+use crate::cement::{
+    detect, CementComponent, CementError, CementFindings, CementInputs, CementParams, RigidTransform,
+};
 use crate::leaks::classify::{fuse, Verdict};
 use crate::leaks::model::LeakModel;
 use crate::leaks::patch::extract_patch;
@@ -71,6 +75,8 @@ pub struct Analysis {
     pub findings: Option<CementFindings>,
     /// Reported leaks (suppressed components are left out), in report order.
     pub leaks: Vec<LeakFinding>,
+    /// Leak components the model's `not_cement` suppressed (not reported, not in the label map).
+    pub suppressed: Vec<CementComponent>,
     /// Partial-volume centre of the intravertebral cement, when there is some.
     pub cement_centroid: Option<Lps>,
 }
@@ -131,25 +137,47 @@ impl Analyzer {
         };
 
         let t = Instant::now();
-        let anatomy = match segment(&scan.volume, inputs.hint) {
-            Ok(a) => a,
-            Err(AnatomyError::BadInput(why)) => return Err(AnalyzeError::BadInput(why)),
-            Err(e @ (AnatomyError::NoSpine(_) | AnatomyError::NoBody(_))) => {
-                timing.insert("anatomy".to_string(), ms(t));
-                timing.insert("total".to_string(), ms(t_all));
-                warnings.push(format!("{e}; leaks could not be assessed"));
-                return Ok(self.not_found(scan, generator, input, timing, warnings, &e));
+        // Anatomy on the baseline when there is one (see the module documentation), else on the scan.
+        let on_baseline = match inputs.baseline {
+            Some(b) => match segment(&b.volume, inputs.hint) {
+                Ok(a) => Some(a),
+                Err(e) => {
+                    warnings.push(format!("anatomy not found on the baseline ({e}); segmented on the scan"));
+                    None
+                }
+            },
+            None => {
+                warnings.push(
+                    "no baseline scan: anatomy segmented on the scan itself, where cement can make a leak look \
+                     like part of the vertebral body"
+                        .into(),
+                );
+                None
             }
+        };
+        let shape = scan.volume.shape();
+        let mut anatomy = match on_baseline.as_ref() {
+            Some(base) => carry::carry(base, scan.volume.geometry, shape, &RigidTransform::identity()),
+            None => match segment(&scan.volume, inputs.hint) {
+                Ok(a) => a,
+                Err(AnatomyError::BadInput(why)) => return Err(AnalyzeError::BadInput(why)),
+                Err(e @ (AnatomyError::NoSpine(_) | AnatomyError::NoBody(_))) => {
+                    timing.insert("anatomy".to_string(), ms(t));
+                    timing.insert("total".to_string(), ms(t_all));
+                    warnings.push(format!("{e}; leaks could not be assessed"));
+                    return Ok(self.not_found(scan, generator, input, timing, warnings, &e));
+                }
+            },
         };
         timing.insert("anatomy".to_string(), ms(t));
         warnings.extend(anatomy.warnings.iter().cloned());
         tracing::info!(centroid = %anatomy.body_centroid, volume_ml = anatomy.body_volume_ml, "anatomy");
 
         let t = Instant::now();
-        let body = crate::volume::Volume::new(
-            anatomy.labels.data.mapv(|l| l == labels::VERTEBRAL_BODY),
-            anatomy.labels.geometry,
-        );
+        let body_of = |a: &Anatomy| {
+            crate::volume::Volume::new(a.labels.data.mapv(|l| l == labels::VERTEBRAL_BODY), a.labels.geometry)
+        };
+        let body = body_of(&anatomy);
         let cement_inputs = CementInputs {
             scan: &scan.volume,
             baseline: inputs.baseline.map(|s| &s.volume),
@@ -160,6 +188,24 @@ impl Analyzer {
             CementError::BadGeometry => AnalyzeError::BadInput(e.to_string()),
             e => AnalyzeError::Cement(e),
         })?;
+        // The baseline's anatomy moved with the patient: carried through the registration, and the cement
+        // split again on the body where it now is.
+        if let (Some(base), Some(reg)) = (on_baseline.as_ref(), findings.baseline_registration) {
+            let motion = carry::largest_motion_mm(&base.labels, &reg);
+            let min_spacing = scan.volume.geometry.spacing.zyx().into_iter().fold(f64::MAX, f64::min);
+            if motion > 0.25 * min_spacing {
+                anatomy = carry::carry(base, scan.volume.geometry, shape, &reg);
+                let r = resplit::resplit(
+                    &mut findings,
+                    &body_of(&anatomy),
+                    self.params.body_tolerance_mm,
+                    self.params.min_leak_ml,
+                    &scan.volume,
+                    inputs.previous.map(|s| &s.volume),
+                );
+                tracing::info!(motion, ?r, "baseline anatomy carried through the registration");
+            }
+        }
         timing.insert("cement".to_string(), ms(t));
         warnings.extend(findings.warnings.iter().cloned());
         tracing::info!(
@@ -188,11 +234,11 @@ impl Analyzer {
         let opinions: Vec<(RuleOpinion, Option<ModelOpinion>)> =
             findings.leaks.iter().zip(models).map(|(c, m)| (frame.classify(&anatomy.labels, c), m)).collect();
         let mut leaks = Vec::new();
-        let mut suppressed_ml = 0.0;
+        let mut suppressed = Vec::new();
         for (component, (rule, model)) in findings.leaks.iter().zip(opinions) {
             let verdict = fuse(&rule, model.as_ref(), component.volume_ml);
             if !verdict.keep {
-                suppressed_ml += component.volume_ml;
+                suppressed.push(component.clone());
                 warnings.push(format!(
                     "a {:.3} mL component near {} was taken for an artefact by the model and not reported",
                     component.volume_ml, component.centroid
@@ -221,6 +267,7 @@ impl Analyzer {
         let labels = measure::label_map(&anatomy.labels, &findings, &leaks);
         timing.insert("labels".to_string(), ms(t));
 
+        let suppressed_ml: f64 = suppressed.iter().map(|c| c.volume_ml).sum();
         let total_ml = (findings.total_ml - suppressed_ml).max(0.0);
         let report = Report {
             schema: SCHEMA_ID,
@@ -255,6 +302,7 @@ impl Analyzer {
             anatomy: Some(anatomy),
             findings: Some(findings),
             leaks,
+            suppressed,
             cement_centroid,
         })
     }
@@ -371,6 +419,7 @@ impl Analyzer {
             anatomy: None,
             findings: None,
             leaks: Vec::new(),
+            suppressed: Vec::new(),
             cement_centroid: None,
         }
     }
