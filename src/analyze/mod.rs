@@ -22,6 +22,7 @@ pub mod carry;
 pub mod escape;
 pub mod key_images;
 pub mod measure;
+pub mod reclaim;
 pub mod resplit;
 
 use crate::alert::{decide, Alert, AlertLevel, AlertPolicy, LeakObservation};
@@ -216,6 +217,14 @@ impl Analyzer {
 
         let t = Instant::now();
         let frame = SiteFrame::new(&anatomy);
+        let (reclaimed, reclaimed_ml) =
+            reclaim::reclaim(&mut findings, &frame, &anatomy.labels, inputs.baseline.map(|s| &s.volume));
+        if reclaimed > 0 {
+            warnings.push(format!(
+                "{reclaimed} cement component(s) ({reclaimed_ml:.3} mL) outside the body mask but inside the \
+                 baseline's cortex were counted as intravertebral; the body outline may be too small there"
+            ));
+        }
         let escaped = escape::split_escaped(
             &mut findings,
             &frame,
