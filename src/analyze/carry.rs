@@ -86,6 +86,71 @@ pub fn carry_labels(
     out
 }
 
+/// Labels the vertebral body encloses within a slice (lesion cavities, marrow darker than the body's edge
+/// threshold on a baseline without cement) become body: the body is a solid, and the canal or a disc is never
+/// surrounded by the body alone within one plane. Returns how many voxels changed.
+pub fn fill_body_holes(labels: &mut LabelVolume) -> usize {
+    let body_box = {
+        let (mut lo, mut hi) = ([usize::MAX; 3], [0usize; 3]);
+        for ((z, y, x), &l) in labels.data.indexed_iter() {
+            if l == labels::VERTEBRAL_BODY {
+                for (a, c) in [z, y, x].into_iter().enumerate() {
+                    lo[a] = lo[a].min(c);
+                    hi[a] = hi[a].max(c);
+                }
+            }
+        }
+        if lo[0] == usize::MAX {
+            return 0;
+        }
+        (lo, hi)
+    };
+    let (lo, hi) = body_box;
+    let (h, w) = (hi[1] - lo[1] + 1, hi[2] - lo[2] + 1);
+    let mut changed = 0;
+    for z in lo[0]..=hi[0] {
+        // Flood the slice's box from its border through everything that is not body (4-connected).
+        let body = |y: usize, x: usize| labels.data[[z, lo[1] + y, lo[2] + x]] == labels::VERTEBRAL_BODY;
+        let mut outside = vec![false; h * w];
+        let mut stack: Vec<(usize, usize)> = Vec::new();
+        for y in 0..h {
+            for x in 0..w {
+                if (y == 0 || x == 0 || y == h - 1 || x == w - 1) && !body(y, x) {
+                    outside[y * w + x] = true;
+                    stack.push((y, x));
+                }
+            }
+        }
+        while let Some((y, x)) = stack.pop() {
+            let mut visit = |yy: usize, xx: usize| {
+                if !outside[yy * w + xx] && !body(yy, xx) {
+                    outside[yy * w + xx] = true;
+                    stack.push((yy, xx));
+                }
+            };
+            if y > 0 {
+                visit(y - 1, x);
+            }
+            if y + 1 < h {
+                visit(y + 1, x);
+            }
+            if x > 0 {
+                visit(y, x - 1);
+            }
+            if x + 1 < w {
+                visit(y, x + 1);
+            }
+        }
+        let holes: Vec<(usize, usize)> =
+            (0..h * w).map(|i| (i / w, i % w)).filter(|&(y, x)| !outside[y * w + x] && !body(y, x)).collect();
+        for (y, x) in holes {
+            labels.data[[z, lo[1] + y, lo[2] + x]] = labels::VERTEBRAL_BODY;
+            changed += 1;
+        }
+    }
+    changed
+}
+
 /// Inclusive index box of the non-background labels.
 fn labelled_box(v: &LabelVolume) -> Option<([usize; 3], [usize; 3])> {
     let (mut lo, mut hi) = ([usize::MAX; 3], [0usize; 3]);
@@ -117,6 +182,30 @@ pub fn largest_motion_mm(src: &LabelVolume, t: &RigidTransform) -> f64 {
 mod tests {
     use super::*;
     use crate::volume::Spacing;
+
+    #[test]
+    fn enclosed_cavity_becomes_body_open_notch_does_not() {
+        let g = Geometry::axial_hfs(Lps([0.0; 3]), Spacing { slice: 1.0, row: 1.0, column: 1.0 });
+        let mut v: LabelVolume = Volume::new(Array3::zeros((2, 12, 12)), g);
+        for z in 0..2 {
+            for y in 2..10 {
+                for x in 2..10 {
+                    v.data[[z, y, x]] = labels::VERTEBRAL_BODY;
+                }
+            }
+        }
+        // Slice 0: a closed cavity labelled canal; slice 1: a notch open to the outside.
+        v.data[[0, 5, 5]] = labels::CANAL;
+        v.data[[0, 5, 6]] = 0;
+        for y in 5..7 {
+            for x in 5..10 {
+                v.data[[1, y, x]] = 0;
+            }
+        }
+        assert_eq!(fill_body_holes(&mut v), 2);
+        assert_eq!(v.data[[0, 5, 5]], labels::VERTEBRAL_BODY);
+        assert_eq!(v.data[[1, 5, 6]], 0);
+    }
 
     #[test]
     fn labels_move_with_the_patient() {

@@ -73,6 +73,33 @@ impl<'a> CortexProbe<'a> {
         })
     }
 
+    /// Densest baseline HU from 1 mm up to `far_mm` along `dir`, and its distance.
+    fn peak_toward(&self, base: &CtVolume, p: Lps, dir: Vec3, far_mm: f64) -> (f32, f64) {
+        let steps = (far_mm / 0.5) as usize;
+        (2..=steps)
+            .filter_map(|i| {
+                let d = 0.5 * i as f64;
+                base.at_lps(self.to_base.apply(p + dir * d)).map(|h| (*h, d))
+            })
+            .fold((f32::MIN, 0.0), |a, b| if b.0 > a.0 { b } else { a })
+    }
+
+    /// Whether the nearest cortex lies toward `dir`: the densest baseline point within `far_mm` that way is
+    /// cortex-dense and clearly denser than anything the other way up to the same distance (plus a
+    /// millimetre). None without a baseline or near metal.
+    pub(crate) fn nearest_cortex_toward(&self, p: Lps, dir: Vec3, far_mm: f64) -> Option<bool> {
+        let b = self.baseline?;
+        if self.near_metal(b, p, dir) {
+            return None;
+        }
+        let (there, at) = self.peak_toward(b, p, dir, far_mm);
+        if there < CORTEX_HU {
+            return Some(false);
+        }
+        let (back, _) = self.peak_toward(b, p, dir * -1.0, at + 1.0);
+        Some(there >= back + CORTEX_STEP_HU)
+    }
+
     /// Whether the baseline's cortex lies toward `dir` from `p` (within the search distance, clearly denser
     /// than anything the same distance the other way): Some(true) it does, Some(false) it does not, None
     /// without a baseline or near metal.

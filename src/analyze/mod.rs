@@ -170,6 +170,10 @@ impl Analyzer {
                 }
             },
         };
+        let filled = carry::fill_body_holes(&mut anatomy.labels);
+        if filled > 0 {
+            tracing::debug!(filled, "cavities inside the vertebral body taken as body");
+        }
         timing.insert("anatomy".to_string(), ms(t));
         warnings.extend(anatomy.warnings.iter().cloned());
         tracing::info!(centroid = %anatomy.body_centroid, volume_ml = anatomy.body_volume_ml, "anatomy");
@@ -196,6 +200,7 @@ impl Analyzer {
             let min_spacing = scan.volume.geometry.spacing.zyx().into_iter().fold(f64::MAX, f64::min);
             if motion > 0.25 * min_spacing {
                 anatomy = carry::carry(base, scan.volume.geometry, shape, &reg);
+                carry::fill_body_holes(&mut anatomy.labels);
                 let r = resplit::resplit(
                     &mut findings,
                     &body_of(&anatomy),

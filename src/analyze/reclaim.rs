@@ -8,7 +8,9 @@
 //! voxel of intravertebral cement, the densest baseline point outward (through the nearer endplate, or
 //! radially through the wall) is the cortex, and it is clearly denser than anything the same distance
 //! inward; from leaked cement, the cortex lies inward. The test is the escape test's (`escape`) mirror and
-//! uses the same probe.
+//! uses the same probe, but looks further (a body cut short by a wrong endplate can miss several
+//! millimetres) and asks for the *nearest* cortex: cement in a disc has the next vertebra's endplate
+//! outward but its own endplate inward and nearer.
 //!
 //! A component is taken back when it touches the body and at least [`INSIDE_FRACTION`] of its judged voxels
 //! have the cortex outward; a component the rules put in the canal needs [`CANAL_INSIDE_FRACTION`], because
@@ -23,6 +25,12 @@ use crate::volume::{CtVolume, LabelVolume};
 
 pub const INSIDE_FRACTION: f64 = 0.7;
 pub const CANAL_INSIDE_FRACTION: f64 = 0.9;
+/// How far out the cortex is looked for: a body mask cut short by up to this much is recovered. Canal
+/// components look only 8 mm out: cement against the wall has the laminae 12 mm or more behind it (adult
+/// lumbar canals are 15-18 mm deep), and the laminae are denser than the wall and would otherwise read as
+/// the body's own cortex.
+pub const SEARCH_MM: f64 = 12.0;
+pub const CANAL_SEARCH_MM: f64 = 8.0;
 /// Voxels within this distance inside an endplate plane look out through the endplate.
 const NEAR_ENDPLATE_MM: f64 = 3.0;
 /// Fewer judged voxels cannot decide.
@@ -50,21 +58,19 @@ pub fn reclaim(
                 continue;
             }
             let step = c.voxels.len().div_ceil(MAX_PROBED).max(1);
+            let canal = frame.classify(anatomy_labels, c).site == Site::Canal;
+            let (need, far) =
+                if canal { (CANAL_INSIDE_FRACTION, CANAL_SEARCH_MM) } else { (INSIDE_FRACTION, SEARCH_MM) };
             let votes: Vec<bool> = c
                 .voxels
                 .iter()
                 .step_by(step)
                 .filter_map(|v| {
                     let p = g.voxel_to_lps(*v);
-                    probe.cortex_toward(p, frame.outward(p, NEAR_ENDPLATE_MM))
+                    probe.nearest_cortex_toward(p, frame.outward(p, NEAR_ENDPLATE_MM), far)
                 })
                 .collect();
             let inside = votes.iter().filter(|b| **b).count();
-            let need = if frame.classify(anatomy_labels, c).site == Site::Canal {
-                CANAL_INSIDE_FRACTION
-            } else {
-                INSIDE_FRACTION
-            };
             tracing::debug!(id = c.id, judged = votes.len(), inside, "reclaim candidate");
             if votes.len() >= MIN_JUDGED && inside as f64 >= need * votes.len() as f64 {
                 back.push(k);
