@@ -167,3 +167,51 @@ pub fn previous_ml(findings: &CementFindings, prev: &CtVolume, comp: &[[usize; 3
         .count();
     dense as f64 * g.spacing.voxel_volume_ml()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::volume::{Geometry, Spacing, Volume};
+    use ndarray::Array3;
+
+    fn grid() -> Geometry {
+        Geometry::axial_hfs(Lps([0.0; 3]), Spacing { slice: 1.0, row: 1.0, column: 1.0 })
+    }
+
+    fn mask(f: impl Fn(usize, usize, usize) -> bool) -> Mask {
+        Volume::new(Array3::from_shape_fn((6, 20, 20), |(z, y, x)| f(z, y, x)), grid())
+    }
+
+    #[test]
+    fn cement_outside_the_moved_body_becomes_a_leak_and_volume_is_kept() {
+        // Cement block x 4..12; the first body covered it all, the carried one stops at x = 8.
+        let cement = mask(|z, y, x| (1..4).contains(&z) && (4..8).contains(&y) && (4..12).contains(&x));
+        let n = cement.data.iter().filter(|c| **c).count();
+        let mut f = CementFindings {
+            intravertebral: cement.clone(),
+            metal: mask(|_, _, _| false),
+            cement,
+            leaks: Vec::new(),
+            intravertebral_ml: n as f64 * 0.0008,
+            total_ml: n as f64 * 0.0008,
+            new_since_previous_ml: None,
+            baseline_registration: None,
+            previous_registration: None,
+            warnings: Vec::new(),
+        };
+        let body = mask(|_, _, x| x < 8);
+        let scan: CtVolume = Volume::new(Array3::from_elem((6, 20, 20), 1500.0), grid());
+        let r = resplit(&mut f, &body, 1.0, 0.001, &scan, None);
+        assert_eq!((r.leaks_before, r.leaks_after), (0, 1));
+        // x 4..=8 stays inside (8 is within the 1 mm tolerance), x 9..12 leaks.
+        let leak = &f.leaks[0];
+        assert_eq!(leak.voxels.len(), 3 * 4 * 3);
+        assert!(leak.voxels.iter().all(|v| v[2] >= 9));
+        assert!(leak.touches_body);
+        let total = f.intravertebral_ml + leak.volume_ml;
+        assert!((total - f.total_ml).abs() < 1e-9, "volume carried with the voxels");
+        // The same body again changes nothing.
+        let again = resplit(&mut f, &body, 1.0, 0.001, &scan, None);
+        assert_eq!(again.moved_voxels, 0);
+    }
+}
