@@ -312,6 +312,26 @@ fn main() -> anyhow::Result<()> {
                 .flat_map(|m| m.truth.iter())
                 .filter(|o| o.volume_ml >= a.min_leak_ml && o.detected_as.is_none())
                 .count();
+            // Causes of this case's misses and false leaks, so a developer sees them as they come.
+            let causes: Vec<String> = recs
+                .iter()
+                .filter_map(|r| r.diagnosis.as_ref().map(|d| (r.step, d)))
+                .flat_map(|(k, d)| {
+                    let missed = d.missed.iter().filter(|m| m.volume_ml >= a.min_leak_ml).map(move |m| {
+                        format!("s{k} missed {} {:.3} mL: {}", m.site, m.volume_ml, m.cause.name())
+                    });
+                    let false_ = d.false_leaks.iter().map(move |f| {
+                        format!(
+                            "s{k} false {} {:.3} mL at {}: {}",
+                            f.site,
+                            f.volume_ml,
+                            f.centroid_lps_mm,
+                            f.cause.name()
+                        )
+                    });
+                    missed.chain(false_)
+                })
+                .collect();
             if let Some(first) = recs.first() {
                 // A hidden bar (stderr not a terminal) prints nothing: the line goes to stderr directly.
                 let say = |line: String| if pb.is_hidden() { eprintln!("{line}") } else { pb.println(line) };
@@ -321,6 +341,9 @@ fn main() -> anyhow::Result<()> {
                     recs.len(),
                     if recs.iter().any(|r| r.error.is_some()) { ", FAILED" } else { "" }
                 ));
+                for c in &causes {
+                    say(format!("    {c}"));
+                }
             }
             if let Ok(mut r) = records.lock() {
                 r.extend(recs);

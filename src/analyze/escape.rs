@@ -20,7 +20,7 @@
 
 use crate::cement::{CementComponent, CementFindings};
 use crate::leaks::rules::SiteFrame;
-use crate::volume::{CtVolume, Lps};
+use crate::volume::{CtVolume, Lps, Vec3};
 use std::collections::HashSet;
 
 /// Behind the wall plane by more than the cortex and a partial-volume voxel.
@@ -37,8 +37,81 @@ const CORTEX_STEP_HU: f32 = 100.0;
 /// Denser than the posterior cortex reads at CT resolution: the needle, a thermocouple or their blooming.
 const MAX_BONE_HU: f32 = 1200.0;
 pub const BEHIND_CORTEX_FRACTION: f64 = 0.3;
-/// Cement-like density in an earlier scan (the cement stage's seed level), for `previous_ml`.
-const CEMENT_HU: f32 = 1000.0;
+
+/// Where the baseline's cortex lies around a scan point (the registered baseline, no cement in it).
+pub(crate) struct CortexProbe<'a> {
+    to_base: crate::cement::RigidTransform,
+    metal: &'a crate::volume::Mask,
+    baseline: Option<&'a CtVolume>,
+}
+
+impl<'a> CortexProbe<'a> {
+    pub(crate) fn new(
+        metal: &'a crate::volume::Mask,
+        to_base: Option<crate::cement::RigidTransform>,
+        baseline: Option<&'a CtVolume>,
+    ) -> Self {
+        CortexProbe { to_base: to_base.unwrap_or_default(), metal, baseline }
+    }
+
+    /// Densest baseline HU within the search distance from `p` along `dir` (beyond the voxel itself).
+    fn densest_toward(&self, base: &CtVolume, p: Lps, dir: Vec3) -> f32 {
+        let steps = (CORTEX_SEARCH_MM / 0.5) as usize;
+        (2..=steps)
+            .filter_map(|i| base.at_lps(self.to_base.apply(p + dir * (0.5 * i as f64))).copied())
+            .fold(f32::MIN, f32::max)
+    }
+
+    /// The needle's blooming fades over millimetres and reads like cortex: near metal (in the cement stage's
+    /// mask, or denser than bone on the baseline) along `dir` the cortex cannot be judged.
+    fn near_metal(&self, base: &CtVolume, p: Lps, dir: Vec3) -> bool {
+        let steps = (CORTEX_SEARCH_MM / 0.5) as i32;
+        (-steps..=steps).any(|i| {
+            let q = p + dir * (0.5 * f64::from(i));
+            self.metal.at_lps(q).is_some_and(|m| *m)
+                || base.at_lps(self.to_base.apply(q)).is_some_and(|h| *h >= MAX_BONE_HU)
+        })
+    }
+
+    /// Densest baseline HU from 1 mm up to `far_mm` along `dir`, and its distance.
+    fn peak_toward(&self, base: &CtVolume, p: Lps, dir: Vec3, far_mm: f64) -> (f32, f64) {
+        let steps = (far_mm / 0.5) as usize;
+        (2..=steps)
+            .filter_map(|i| {
+                let d = 0.5 * i as f64;
+                base.at_lps(self.to_base.apply(p + dir * d)).map(|h| (*h, d))
+            })
+            .fold((f32::MIN, 0.0), |a, b| if b.0 > a.0 { b } else { a })
+    }
+
+    /// Whether the nearest cortex lies toward `dir`: the densest baseline point within `far_mm` that way is
+    /// cortex-dense and clearly denser than anything the other way up to the same distance (plus a
+    /// millimetre). None without a baseline or near metal.
+    pub(crate) fn nearest_cortex_toward(&self, p: Lps, dir: Vec3, far_mm: f64) -> Option<bool> {
+        let b = self.baseline?;
+        if self.near_metal(b, p, dir) {
+            return None;
+        }
+        let (there, at) = self.peak_toward(b, p, dir, far_mm);
+        if there < CORTEX_HU {
+            return Some(false);
+        }
+        let (back, _) = self.peak_toward(b, p, dir * -1.0, at + 1.0);
+        Some(there >= back + CORTEX_STEP_HU)
+    }
+
+    /// Whether the baseline's cortex lies toward `dir` from `p` (within the search distance, clearly denser
+    /// than anything the same distance the other way): Some(true) it does, Some(false) it does not, None
+    /// without a baseline or near metal.
+    pub(crate) fn cortex_toward(&self, p: Lps, dir: Vec3) -> Option<bool> {
+        let b = self.baseline?;
+        if self.near_metal(b, p, dir) {
+            return None;
+        }
+        let (there, back) = (self.densest_toward(b, p, dir), self.densest_toward(b, p, dir * -1.0));
+        Some(there >= CORTEX_HU && there >= back + CORTEX_STEP_HU)
+    }
+}
 
 /// Move escaped cement from the intravertebral mask into new leak components (ids after the existing ones).
 /// Returns how many components were moved.
@@ -50,35 +123,14 @@ pub fn split_escaped(
     previous: Option<&CtVolume>,
     min_leak_ml: f64,
 ) -> usize {
-    let to_base = findings.baseline_registration.unwrap_or_default();
     let post = frame.posterior();
-    // Densest baseline HU within the search distance from `p` along `dir` (beyond the voxel itself).
-    let densest_toward = |base: &CtVolume, p: Lps, dir: crate::volume::Vec3| -> f32 {
-        let steps = (CORTEX_SEARCH_MM / 0.5) as usize;
-        (2..=steps)
-            .filter_map(|i| base.at_lps(to_base.apply(p + dir * (0.5 * i as f64))).copied())
-            .fold(f32::MIN, f32::max)
-    };
-    // The needle's blooming fades over millimetres and reads like cortex: near metal (in the cement stage's
-    // mask, or denser than bone on the baseline) the wall cannot be judged, so those voxels do not vote.
     let metal = findings.metal.clone();
-    let near_metal = |p: Lps| -> bool {
-        let steps = (CORTEX_SEARCH_MM / 0.5) as i32;
-        (-steps..=steps).any(|i| {
-            let q = p + post * (0.5 * f64::from(i));
-            metal.at_lps(q).is_some_and(|m| *m)
-                || baseline.is_some_and(|b| b.at_lps(to_base.apply(q)).is_some_and(|h| *h >= MAX_BONE_HU))
-        })
-    };
+    let probe = CortexProbe::new(&metal, findings.baseline_registration, baseline);
     // Some(true) behind the cortex, Some(false) in front of it, None when it cannot be judged.
     let behind_cortex = |p: Lps| -> Option<bool> {
         match baseline {
             None => Some(true),
-            Some(_) if near_metal(p) => None,
-            Some(b) => {
-                let (front, back) = (densest_toward(b, p, post * -1.0), densest_toward(b, p, post));
-                Some(front >= CORTEX_HU && front >= back + CORTEX_STEP_HU)
-            }
+            Some(_) => probe.cortex_toward(p, post * -1.0),
         }
     };
     let g = findings.intravertebral.geometry;
@@ -136,14 +188,7 @@ pub fn split_escaped(
             }
         }
         let centroid = Lps(sum.map(|s| s / comp.len() as f64));
-        let previous_ml = previous.map(|prev| {
-            let t = findings.previous_registration.unwrap_or_default();
-            let dense = comp
-                .iter()
-                .filter(|v| prev.at_lps(t.apply(g.voxel_to_lps(**v))).is_some_and(|h| *h >= CEMENT_HU))
-                .count();
-            dense as f64 * voxel_ml
-        });
+        let previous_ml = previous.map(|prev| super::resplit::previous_ml(findings, prev, &comp));
         findings.intravertebral_ml = (findings.intravertebral_ml - volume_ml).max(0.0);
         let id = findings.leaks.iter().map(|l| l.id).max().unwrap_or(0) + 1;
         tracing::warn!(volume_ml, %centroid, "intravertebral cement behind the posterior wall taken as a leak");
@@ -161,7 +206,7 @@ pub fn split_escaped(
     moved
 }
 
-fn neighbours26(v: [usize; 3]) -> impl Iterator<Item = [usize; 3]> {
+pub(crate) fn neighbours26(v: [usize; 3]) -> impl Iterator<Item = [usize; 3]> {
     (0..27).filter(|&k| k != 13).filter_map(move |k| {
         let d = [k / 9, (k / 3) % 3, k % 3];
         let mut out = [0usize; 3];

@@ -9,22 +9,38 @@
 //! ```
 //!
 //! Decisions:
-//! - Anatomy is segmented on the scan itself, not on the baseline: the leak sites and the wall distance are
-//!   judged where the cement is now, and a second segmentation would cost as much again as the whole time
-//!   budget. The anatomy's own segmentation copes with cement in the body and the canal.
+//! - With a baseline, the anatomy is segmented on the **baseline** (needle in place, no cement), not on the
+//!   scan: cement cannot be swallowed into the body or make the canal look like bone there. Its labels and
+//!   points are carried onto the scan's grid (`carry`) first as they are (the cement stage only needs the
+//!   body's rough place to crop and register), then through the baseline registration the cement stage
+//!   computed, and the cement is split again on the carried body (`resplit`). This *replaces* the scan's
+//!   segmentation (one segmentation per run, same time budget). Measured on development phantoms (seeds
+//!   700000-700017): sensitivity 0.37 -> 0.89, 21 of 22 misses had been leaks the scan's body swallowed.
+//!   Without a baseline (or when the baseline's anatomy fails) the scan is segmented, with a warning.
+//! - The baseline's segmentation is only as good as the anatomy stage on a scan without cement: lytic
+//!   lesions are dark there and the body can come out too small, or the canal label can reach into the
+//!   body. Two checks against the baseline's own cortex soften this: leak components that have the nearest
+//!   cortex *outside* them are intravertebral (`reclaim`), and intravertebral cement behind the posterior
+//!   wall with the cortex in front of it is a leak (`escape`). Cavities the body encloses within a slice
+//!   are body (`carry::fill_body_holes`).
 //! - A scan where no treated vertebra is found still gets a report (`vertebra.found: false`) with a `pause`
 //!   alert: nothing can be said about leaks, so injection must not go on without a look at the images.
 //!   Only an unusable image (empty, degenerate geometry) is an error.
 //! - A leak is *new* when its region held less than the smallest reportable leak in the previous scan;
 //!   otherwise `grew_ml` is its volume now minus then.
 
+pub mod carry;
 pub mod escape;
 pub mod key_images;
 pub mod measure;
+pub mod reclaim;
+pub mod resplit;
 
 use crate::alert::{decide, Alert, AlertLevel, AlertPolicy, LeakObservation};
 use crate::anatomy::{segment, Anatomy, AnatomyError, TargetHint};
-use crate::cement::{detect, CementComponent, CementError, CementFindings, CementInputs, CementParams};
+use crate::cement::{
+    detect, CementComponent, CementError, CementFindings, CementInputs, CementParams, RigidTransform,
+};
 use crate::leaks::classify::{fuse, Verdict};
 use crate::leaks::model::LeakModel;
 use crate::leaks::patch::extract_patch;
@@ -71,6 +87,8 @@ pub struct Analysis {
     pub findings: Option<CementFindings>,
     /// Reported leaks (suppressed components are left out), in report order.
     pub leaks: Vec<LeakFinding>,
+    /// Leak components the model's `not_cement` suppressed (not reported, not in the label map).
+    pub suppressed: Vec<CementComponent>,
     /// Partial-volume centre of the intravertebral cement, when there is some.
     pub cement_centroid: Option<Lps>,
 }
@@ -131,25 +149,51 @@ impl Analyzer {
         };
 
         let t = Instant::now();
-        let anatomy = match segment(&scan.volume, inputs.hint) {
-            Ok(a) => a,
-            Err(AnatomyError::BadInput(why)) => return Err(AnalyzeError::BadInput(why)),
-            Err(e @ (AnatomyError::NoSpine(_) | AnatomyError::NoBody(_))) => {
-                timing.insert("anatomy".to_string(), ms(t));
-                timing.insert("total".to_string(), ms(t_all));
-                warnings.push(format!("{e}; leaks could not be assessed"));
-                return Ok(self.not_found(scan, generator, input, timing, warnings, &e));
+        // Anatomy on the baseline when there is one (see the module documentation), else on the scan.
+        let on_baseline = match inputs.baseline {
+            Some(b) => match segment(&b.volume, inputs.hint) {
+                Ok(a) => Some(a),
+                Err(e) => {
+                    warnings.push(format!("anatomy not found on the baseline ({e}); segmented on the scan"));
+                    None
+                }
+            },
+            None => {
+                warnings.push(
+                    "no baseline scan: anatomy segmented on the scan itself, where cement can make a leak look \
+                     like part of the vertebral body"
+                        .into(),
+                );
+                None
             }
         };
+        let shape = scan.volume.shape();
+        let mut anatomy = match on_baseline.as_ref() {
+            Some(base) => carry::carry(base, scan.volume.geometry, shape, &RigidTransform::identity()),
+            None => match segment(&scan.volume, inputs.hint) {
+                Ok(a) => a,
+                Err(AnatomyError::BadInput(why)) => return Err(AnalyzeError::BadInput(why)),
+                Err(e @ (AnatomyError::NoSpine(_) | AnatomyError::NoBody(_))) => {
+                    timing.insert("anatomy".to_string(), ms(t));
+                    timing.insert("total".to_string(), ms(t_all));
+                    warnings.push(format!("{e}; leaks could not be assessed"));
+                    return Ok(self.not_found(scan, generator, input, timing, warnings, &e));
+                }
+            },
+        };
+        let filled = carry::fill_body_holes(&mut anatomy.labels);
+        if filled > 0 {
+            tracing::debug!(filled, "cavities inside the vertebral body taken as body");
+        }
         timing.insert("anatomy".to_string(), ms(t));
         warnings.extend(anatomy.warnings.iter().cloned());
         tracing::info!(centroid = %anatomy.body_centroid, volume_ml = anatomy.body_volume_ml, "anatomy");
 
         let t = Instant::now();
-        let body = crate::volume::Volume::new(
-            anatomy.labels.data.mapv(|l| l == labels::VERTEBRAL_BODY),
-            anatomy.labels.geometry,
-        );
+        let body_of = |a: &Anatomy| {
+            crate::volume::Volume::new(a.labels.data.mapv(|l| l == labels::VERTEBRAL_BODY), a.labels.geometry)
+        };
+        let body = body_of(&anatomy);
         let cement_inputs = CementInputs {
             scan: &scan.volume,
             baseline: inputs.baseline.map(|s| &s.volume),
@@ -160,6 +204,25 @@ impl Analyzer {
             CementError::BadGeometry => AnalyzeError::BadInput(e.to_string()),
             e => AnalyzeError::Cement(e),
         })?;
+        // The baseline's anatomy moved with the patient: carried through the registration, and the cement
+        // split again on the body where it now is.
+        if let (Some(base), Some(reg)) = (on_baseline.as_ref(), findings.baseline_registration) {
+            let motion = carry::largest_motion_mm(&base.labels, &reg);
+            let min_spacing = scan.volume.geometry.spacing.zyx().into_iter().fold(f64::MAX, f64::min);
+            if motion > 0.25 * min_spacing {
+                anatomy = carry::carry(base, scan.volume.geometry, shape, &reg);
+                carry::fill_body_holes(&mut anatomy.labels);
+                let r = resplit::resplit(
+                    &mut findings,
+                    &body_of(&anatomy),
+                    self.params.body_tolerance_mm,
+                    self.params.min_leak_ml,
+                    &scan.volume,
+                    inputs.previous.map(|s| &s.volume),
+                );
+                tracing::info!(motion, ?r, "baseline anatomy carried through the registration");
+            }
+        }
         timing.insert("cement".to_string(), ms(t));
         warnings.extend(findings.warnings.iter().cloned());
         tracing::info!(
@@ -170,6 +233,14 @@ impl Analyzer {
 
         let t = Instant::now();
         let frame = SiteFrame::new(&anatomy);
+        let (reclaimed, reclaimed_ml) =
+            reclaim::reclaim(&mut findings, &frame, &anatomy.labels, inputs.baseline.map(|s| &s.volume));
+        if reclaimed > 0 {
+            warnings.push(format!(
+                "{reclaimed} cement component(s) ({reclaimed_ml:.3} mL) outside the body mask but inside the \
+                 baseline's cortex were counted as intravertebral; the body outline may be too small there"
+            ));
+        }
         let escaped = escape::split_escaped(
             &mut findings,
             &frame,
@@ -188,11 +259,11 @@ impl Analyzer {
         let opinions: Vec<(RuleOpinion, Option<ModelOpinion>)> =
             findings.leaks.iter().zip(models).map(|(c, m)| (frame.classify(&anatomy.labels, c), m)).collect();
         let mut leaks = Vec::new();
-        let mut suppressed_ml = 0.0;
+        let mut suppressed = Vec::new();
         for (component, (rule, model)) in findings.leaks.iter().zip(opinions) {
             let verdict = fuse(&rule, model.as_ref(), component.volume_ml);
             if !verdict.keep {
-                suppressed_ml += component.volume_ml;
+                suppressed.push(component.clone());
                 warnings.push(format!(
                     "a {:.3} mL component near {} was taken for an artefact by the model and not reported",
                     component.volume_ml, component.centroid
@@ -221,6 +292,7 @@ impl Analyzer {
         let labels = measure::label_map(&anatomy.labels, &findings, &leaks);
         timing.insert("labels".to_string(), ms(t));
 
+        let suppressed_ml: f64 = suppressed.iter().map(|c| c.volume_ml).sum();
         let total_ml = (findings.total_ml - suppressed_ml).max(0.0);
         let report = Report {
             schema: SCHEMA_ID,
@@ -255,6 +327,7 @@ impl Analyzer {
             anatomy: Some(anatomy),
             findings: Some(findings),
             leaks,
+            suppressed,
             cement_centroid,
         })
     }
@@ -371,6 +444,7 @@ impl Analyzer {
             anatomy: None,
             findings: None,
             leaks: Vec::new(),
+            suppressed: Vec::new(),
             cement_centroid: None,
         }
     }

@@ -85,6 +85,9 @@ pub struct ScanMatch {
     pub false_leaks: usize,
     /// Sites of the false detections.
     pub false_sites: Vec<Site>,
+    /// Indices (into the detections) of the false detections.
+    #[serde(skip)]
+    pub false_detections: Vec<usize>,
 }
 
 fn dilated(voxels: &[[usize; 3]], shape: [usize; 3], r: [usize; 3]) -> HashSet<[usize; 3]> {
@@ -135,8 +138,8 @@ pub fn match_leaks(
         }
     }
     let touches_any = |d: usize| touch.iter().any(|row| row[d] > 0);
-    let false_sites: Vec<Site> =
-        (0..detected.len()).filter(|&d| !touches_any(d)).map(|d| detected[d].site).collect();
+    let false_detections: Vec<usize> = (0..detected.len()).filter(|&d| !touches_any(d)).collect();
+    let false_sites: Vec<Site> = false_detections.iter().map(|&d| detected[d].site).collect();
     ScanMatch {
         truth: truth
             .iter()
@@ -150,6 +153,7 @@ pub fn match_leaks(
         detected: detected.len(),
         false_leaks: false_sites.len(),
         false_sites,
+        false_detections,
     }
 }
 

@@ -1,5 +1,6 @@
 //! Per-scan evaluation records and the issue-5 metrics over a set of them.
 
+use super::diagnose::{Diagnosis, FalseCause, MissCause};
 use super::matching::ScanMatch;
 use crate::alert::AlertLevel;
 use crate::leaks::Site;
@@ -52,6 +53,8 @@ pub struct ScanRecord {
     pub reported_intravertebral_ml: Option<f64>,
     pub analyze_ms: f64,
     pub error: Option<String>,
+    /// Why true leaks were missed and false ones reported (generated scans only).
+    pub diagnosis: Option<Diagnosis>,
 }
 
 /// A ratio with its counts, so a reader sees how many cases stand behind it.
@@ -94,6 +97,15 @@ pub struct Summary {
     /// Scans with at least one reported leak.
     pub scans_with_reported_leak: usize,
     pub median_analyze_ms: Option<f64>,
+    /// Missed true leaks (>= `min_leak_ml`) by cause, every cause listed.
+    pub miss_causes: Vec<(MissCause, usize)>,
+    /// Missed true leaks (>= `min_leak_ml`) by (site, cause), only those that occur.
+    pub miss_causes_by_site: Vec<(Site, MissCause, usize)>,
+    /// False detections by cause, and by (reported site, cause).
+    pub false_causes: Vec<(FalseCause, usize)>,
+    pub false_causes_by_site: Vec<(Site, FalseCause, usize)>,
+    /// Matched true leaks (>= `min_leak_ml`) reported at another site: (true, reported, count).
+    pub site_confusions: Vec<(Site, Site, usize)>,
 }
 
 fn median(mut v: Vec<f64>) -> Option<f64> {
@@ -132,7 +144,34 @@ pub fn summarize(records: &[&ScanRecord], min_leak_ml: f64) -> Summary {
             _ => None,
         })
         .collect();
+    let mut miss = std::collections::BTreeMap::<(Site, MissCause), usize>::new();
+    let mut fals = std::collections::BTreeMap::<(Site, FalseCause), usize>::new();
+    for d in ok.iter().filter_map(|r| r.diagnosis.as_ref()) {
+        for m in d.missed.iter().filter(|m| m.volume_ml >= min_leak_ml) {
+            *miss.entry((m.site, m.cause)).or_default() += 1;
+        }
+        for f in &d.false_leaks {
+            *fals.entry((f.site, f.cause)).or_default() += 1;
+        }
+    }
+    let mut confusions = std::collections::BTreeMap::<(Site, Site), usize>::new();
+    for o in &outcomes {
+        if let Some(d) = o.detected_as.filter(|d| *d != o.site) {
+            *confusions.entry((o.site, d)).or_default() += 1;
+        }
+    }
     Summary {
+        miss_causes: MissCause::ALL
+            .into_iter()
+            .map(|c| (c, miss.iter().filter(|((_, k), _)| *k == c).map(|(_, n)| n).sum()))
+            .collect(),
+        miss_causes_by_site: miss.iter().map(|((s, c), n)| (*s, *c, *n)).collect(),
+        false_causes: FalseCause::ALL
+            .into_iter()
+            .map(|c| (c, fals.iter().filter(|((_, k), _)| *k == c).map(|(_, n)| n).sum()))
+            .collect(),
+        false_causes_by_site: fals.iter().map(|((s, c), n)| (*s, *c, *n)).collect(),
+        site_confusions: confusions.iter().map(|((t, d), n)| (*t, *d, *n)).collect(),
         scans: records.len(),
         failed: records.len() - ok.len(),
         sensitivity: Ratio::new(detected, outcomes.len()),
@@ -257,6 +296,37 @@ pub fn table(title: &str, s: &Summary, goals: Option<&Goals>, min_leak_ml: f64) 
         }
     }
     row("median analyze time, ms", fmt_opt(s.median_analyze_ms, 0), String::new(), None);
+    if goals.is_some() {
+        let missed: usize = s.miss_causes.iter().map(|c| c.1).sum();
+        if missed > 0 {
+            out.push_str(&format!("  missed true leaks >= {min_leak_ml} mL by cause ({missed}):\n"));
+            for (c, n) in s.miss_causes.iter().filter(|c| c.1 > 0) {
+                let sites: Vec<String> = s
+                    .miss_causes_by_site
+                    .iter()
+                    .filter(|x| x.1 == *c)
+                    .map(|x| format!("{} {}", x.0, x.2))
+                    .collect();
+                out.push_str(&format!("    {:<40} {n:<5} {}\n", c.name(), sites.join(", ")));
+            }
+        }
+        if s.false_leaks > 0 {
+            out.push_str(&format!("  false leaks by cause ({}):\n", s.false_leaks));
+            for (c, n) in s.false_causes.iter().filter(|c| c.1 > 0) {
+                let sites: Vec<String> = s
+                    .false_causes_by_site
+                    .iter()
+                    .filter(|x| x.1 == *c)
+                    .map(|x| format!("as {} {}", x.0, x.2))
+                    .collect();
+                out.push_str(&format!("    {:<40} {n:<5} {}\n", c.name(), sites.join(", ")));
+            }
+        }
+        if !s.site_confusions.is_empty() {
+            let c: Vec<String> = s.site_confusions.iter().map(|(t, d, n)| format!("{t}->{d} {n}")).collect();
+            out.push_str(&format!("  wrong sites (true->reported): {}\n", c.join(", ")));
+        }
+    }
     out
 }
 
@@ -276,7 +346,13 @@ mod tests {
             group: Group::Phantom,
             case: "t".into(),
             step: 1,
-            matched: Some(ScanMatch { detected: 0, false_leaks, false_sites: vec![], truth }),
+            matched: Some(ScanMatch {
+                detected: 0,
+                false_leaks,
+                false_sites: vec![],
+                false_detections: vec![],
+                truth,
+            }),
             reported_leaks: 0,
             reported_sites: vec![],
             truth_canal: canal,
@@ -286,6 +362,7 @@ mod tests {
             reported_intravertebral_ml: Some(vol.1),
             analyze_ms: 100.0,
             error: None,
+            diagnosis: None,
         }
     }
 

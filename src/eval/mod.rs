@@ -5,6 +5,7 @@
 //! - [`metrics`]: per-scan records, the summary metrics and their table;
 //! - here: turning a phantom scan and an analysis into a record.
 
+pub mod diagnose;
 pub mod matching;
 pub mod metrics;
 
@@ -84,6 +85,7 @@ pub fn record(
         reported_intravertebral_ml: None,
         analyze_ms: 0.0,
         error: None,
+        diagnosis: None,
     };
     match result {
         Err(e) => r.error = Some(e),
@@ -103,8 +105,12 @@ pub fn record(
                     detected: det.len(),
                     false_leaks: det.len(),
                     false_sites: det.iter().map(|d| d.site).collect(),
+                    false_detections: (0..det.len()).collect(),
                 },
             };
+            if let Some(s) = truth {
+                r.diagnosis = Some(diagnose::diagnose(&truth_objects(s), &det, &m, &s.labels, a));
+            }
             r.matched = Some(m);
             r.reported_leaks = a.report.leaks.len();
             r.reported_sites = a.report.leaks.iter().map(|l| l.site).collect();

@@ -238,6 +238,22 @@ impl SiteFrame {
         Zone::Outside
     }
 
+    /// Unit direction out of the vertebral body at `p`: along the nearer endplate's normal where `p` lies
+    /// beyond an endplate plane or within `near_mm` inside it, else radially away from the body's axis.
+    /// Only the direction is used (the planes may be misplaced by a few millimetres, the normals are not).
+    pub fn outward(&self, p: Lps, near_mm: f64) -> Vec3 {
+        let (d, n) = self
+            .endplates
+            .iter()
+            .map(|(pt, n)| ((p - *pt).dot(*n), *n))
+            .fold((f64::MIN, self.superior), |a, b| if b.0 > a.0 { b } else { a });
+        if d > -near_mm {
+            return n.normalized().unwrap_or(self.superior);
+        }
+        let rel = p - self.centre;
+        (rel - self.superior * rel.dot(self.superior)).normalized().unwrap_or(self.posterior)
+    }
+
     /// Unit vector toward posterior, perpendicular to the spine.
     pub fn posterior(&self) -> Vec3 {
         self.posterior

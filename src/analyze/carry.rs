@@ -1,0 +1,223 @@
+//! Anatomy segmented on the baseline, carried onto the scan's grid through a rigid map.
+//!
+//! Why: the baseline has the needle in place and no cement, so its vertebral body cannot swallow a leak and
+//! its canal is not made to look like bone by cement. Every label and every point of the anatomy is moved
+//! with the patient (the cement stage's baseline registration), so sites and the wall distance are judged
+//! where the anatomy is on the scan.
+
+use crate::anatomy::{Anatomy, Plane};
+use crate::cement::RigidTransform;
+use crate::volume::{labels, Geometry, LabelVolume, Lps, Vec3, Volume};
+use ndarray::{Array3, Axis};
+use rayon::prelude::*;
+
+/// `base` (on the baseline's grid) on the scan grid (`geometry`, `shape`). `scan_to_base` maps a scan LPS
+/// point to the same anatomy in the baseline (the direction of the cement stage's registrations).
+/// Labels are taken nearest-neighbour; points and directions are moved by the inverse map.
+pub fn carry(
+    base: &Anatomy,
+    geometry: Geometry,
+    shape: [usize; 3],
+    scan_to_base: &RigidTransform,
+) -> Anatomy {
+    let to_scan = scan_to_base.inverse();
+    let point = |p: Lps| to_scan.apply(p);
+    let origin = to_scan.apply(Lps([0.0; 3]));
+    let dir = |v: Vec3| to_scan.apply(Lps(v.0)) - origin;
+    let plane = |p: &Plane| Plane { point: point(p.point), normal: dir(p.normal) };
+    let mut out = base.clone();
+    out.labels = carry_labels(&base.labels, geometry, shape, scan_to_base);
+    out.body_centroid = point(base.body_centroid);
+    out.posterior_wall.points = base.posterior_wall.points.iter().map(|p| point(*p)).collect();
+    out.posterior_wall.normal = dir(base.posterior_wall.normal);
+    out.posterior_wall.point = point(base.posterior_wall.point);
+    out.endplates.superior = plane(&base.endplates.superior);
+    out.endplates.inferior = plane(&base.endplates.inferior);
+    out.needle_tip = base.needle_tip.map(point);
+    out.spine_axis = dir(base.spine_axis);
+    out
+}
+
+/// Nearest-neighbour resampling of a label map, restricted to the scan voxels that can map into the
+/// labelled box (the rest of a scan is background: a few hundred thousand voxels instead of millions).
+pub fn carry_labels(
+    src: &LabelVolume,
+    geometry: Geometry,
+    shape: [usize; 3],
+    scan_to_base: &RigidTransform,
+) -> LabelVolume {
+    let mut out: LabelVolume =
+        Volume::new(Array3::from_elem((shape[0], shape[1], shape[2]), labels::BACKGROUND), geometry);
+    let Some((lo, hi)) = labelled_box(src) else { return out };
+    // The box's corners on the scan grid, grown by a voxel for rounding.
+    let to_scan = scan_to_base.inverse();
+    let (mut slo, mut shi) = ([f64::MAX; 3], [f64::MIN; 3]);
+    for k in 0..8 {
+        let c = [0, 1, 2].map(|a| if k >> a & 1 == 1 { hi[a] as f64 + 0.5 } else { lo[a] as f64 - 0.5 });
+        let idx = geometry.lps_to_index(to_scan.apply(src.geometry.index_to_lps(c)));
+        for a in 0..3 {
+            slo[a] = slo[a].min(idx[a]);
+            shi[a] = shi[a].max(idx[a]);
+        }
+    }
+    if slo.iter().chain(&shi).any(|v| !v.is_finite()) {
+        return out;
+    }
+    let range = |a: usize| {
+        let l = (slo[a].floor() - 1.0).max(0.0) as usize;
+        let h = ((shi[a].ceil() + 1.0).max(-1.0) as i64 + 1).clamp(0, shape[a] as i64) as usize;
+        l.min(h)..h
+    };
+    let (rz, ry, rx) = (range(0), range(1), range(2));
+    let src_shape = src.shape();
+    out.data.axis_iter_mut(Axis(0)).into_par_iter().enumerate().for_each(|(z, mut plane)| {
+        if !rz.contains(&z) {
+            return;
+        }
+        for y in ry.clone() {
+            for x in rx.clone() {
+                let p = scan_to_base.apply(geometry.voxel_to_lps([z, y, x]));
+                if let Some(v) = src.geometry.lps_to_voxel(p, src_shape) {
+                    plane[[y, x]] = src.data[v];
+                }
+            }
+        }
+    });
+    out
+}
+
+/// Labels the vertebral body encloses within a slice (lesion cavities, marrow darker than the body's edge
+/// threshold on a baseline without cement) become body: the body is a solid, and the canal or a disc is never
+/// surrounded by the body alone within one plane. Returns how many voxels changed.
+pub fn fill_body_holes(labels: &mut LabelVolume) -> usize {
+    let body_box = {
+        let (mut lo, mut hi) = ([usize::MAX; 3], [0usize; 3]);
+        for ((z, y, x), &l) in labels.data.indexed_iter() {
+            if l == labels::VERTEBRAL_BODY {
+                for (a, c) in [z, y, x].into_iter().enumerate() {
+                    lo[a] = lo[a].min(c);
+                    hi[a] = hi[a].max(c);
+                }
+            }
+        }
+        if lo[0] == usize::MAX {
+            return 0;
+        }
+        (lo, hi)
+    };
+    let (lo, hi) = body_box;
+    let (h, w) = (hi[1] - lo[1] + 1, hi[2] - lo[2] + 1);
+    let mut changed = 0;
+    for z in lo[0]..=hi[0] {
+        // Flood the slice's box from its border through everything that is not body (4-connected).
+        let body = |y: usize, x: usize| labels.data[[z, lo[1] + y, lo[2] + x]] == labels::VERTEBRAL_BODY;
+        let mut outside = vec![false; h * w];
+        let mut stack: Vec<(usize, usize)> = Vec::new();
+        for y in 0..h {
+            for x in 0..w {
+                if (y == 0 || x == 0 || y == h - 1 || x == w - 1) && !body(y, x) {
+                    outside[y * w + x] = true;
+                    stack.push((y, x));
+                }
+            }
+        }
+        while let Some((y, x)) = stack.pop() {
+            let mut visit = |yy: usize, xx: usize| {
+                if !outside[yy * w + xx] && !body(yy, xx) {
+                    outside[yy * w + xx] = true;
+                    stack.push((yy, xx));
+                }
+            };
+            if y > 0 {
+                visit(y - 1, x);
+            }
+            if y + 1 < h {
+                visit(y + 1, x);
+            }
+            if x > 0 {
+                visit(y, x - 1);
+            }
+            if x + 1 < w {
+                visit(y, x + 1);
+            }
+        }
+        let holes: Vec<(usize, usize)> =
+            (0..h * w).map(|i| (i / w, i % w)).filter(|&(y, x)| !outside[y * w + x] && !body(y, x)).collect();
+        for (y, x) in holes {
+            labels.data[[z, lo[1] + y, lo[2] + x]] = labels::VERTEBRAL_BODY;
+            changed += 1;
+        }
+    }
+    changed
+}
+
+/// Inclusive index box of the non-background labels.
+fn labelled_box(v: &LabelVolume) -> Option<([usize; 3], [usize; 3])> {
+    let (mut lo, mut hi) = ([usize::MAX; 3], [0usize; 3]);
+    let mut any = false;
+    for ((z, y, x), &l) in v.data.indexed_iter() {
+        if l != labels::BACKGROUND {
+            any = true;
+            for (a, c) in [z, y, x].into_iter().enumerate() {
+                lo[a] = lo[a].min(c);
+                hi[a] = hi[a].max(c);
+            }
+        }
+    }
+    any.then_some((lo, hi))
+}
+
+/// Largest displacement (mm) the map gives any corner of the labelled box: whether carrying is needed.
+pub fn largest_motion_mm(src: &LabelVolume, t: &RigidTransform) -> f64 {
+    let Some((lo, hi)) = labelled_box(src) else { return 0.0 };
+    (0..8)
+        .map(|k| {
+            let c = [0, 1, 2].map(|a| if k >> a & 1 == 1 { hi[a] as f64 } else { lo[a] as f64 });
+            t.displacement_at(src.geometry.index_to_lps(c))
+        })
+        .fold(0.0, f64::max)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::volume::Spacing;
+
+    #[test]
+    fn enclosed_cavity_becomes_body_open_notch_does_not() {
+        let g = Geometry::axial_hfs(Lps([0.0; 3]), Spacing { slice: 1.0, row: 1.0, column: 1.0 });
+        let mut v: LabelVolume = Volume::new(Array3::zeros((2, 12, 12)), g);
+        for z in 0..2 {
+            for y in 2..10 {
+                for x in 2..10 {
+                    v.data[[z, y, x]] = labels::VERTEBRAL_BODY;
+                }
+            }
+        }
+        // Slice 0: a closed cavity labelled canal; slice 1: a notch open to the outside.
+        v.data[[0, 5, 5]] = labels::CANAL;
+        v.data[[0, 5, 6]] = 0;
+        for y in 5..7 {
+            for x in 5..10 {
+                v.data[[1, y, x]] = 0;
+            }
+        }
+        assert_eq!(fill_body_holes(&mut v), 2);
+        assert_eq!(v.data[[0, 5, 5]], labels::VERTEBRAL_BODY);
+        assert_eq!(v.data[[1, 5, 6]], 0);
+    }
+
+    #[test]
+    fn labels_move_with_the_patient() {
+        let g = Geometry::axial_hfs(Lps([0.0; 3]), Spacing { slice: 1.0, row: 1.0, column: 1.0 });
+        let mut src: LabelVolume = Volume::new(Array3::zeros((10, 20, 20)), g);
+        src.data[[5, 5, 5]] = labels::VERTEBRAL_BODY;
+        // The patient moved 3 mm toward +x (LPS left) between baseline and scan: a scan point maps to the
+        // baseline 3 mm to the right.
+        let t = RigidTransform::about(Lps([0.0; 3]), [0.0; 3], Vec3([-3.0, 0.0, 0.0]));
+        let out = carry_labels(&src, g, [10, 20, 20], &t);
+        assert_eq!(out.data[[5, 5, 8]], labels::VERTEBRAL_BODY);
+        assert_eq!(out.data.iter().filter(|l| **l != 0).count(), 1);
+        assert!((largest_motion_mm(&src, &t) - 3.0).abs() < 1e-9);
+    }
+}
