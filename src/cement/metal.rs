@@ -125,7 +125,7 @@ pub(crate) fn detect_metal(img: &[f32], base: Option<&[f32]>, grid: &Grid, s: &M
     // Without a baseline nothing tells an unsaturated wire from cement but its shape: a thin straight
     // line of dense voxels. Veins filled with cement are thicker or curved, blobs are neither. The pieces of
     // one wire (it dims where it falls between slices) are fitted together.
-    if let (None, Some(so)) = (base, s.shape_only) {
+    if let Some(so) = s.shape_only {
         // Cement that left the body through its wall is joined to the intravertebral cement by voxels of
         // cement density; a device lying near the body is not (cortex is below that density).
         let seedlike: Vec<bool> = (0..img.len()).map(|i| img[i] >= so.seed_hu && !sat[i]).collect();
@@ -150,7 +150,12 @@ pub(crate) fn detect_metal(img: &[f32], base: Option<&[f32]>, grid: &Grid, s: &M
             }
         }
         let lower = MetalSettings { metal_hu: so.grow_hu, ..*s };
-        let found = fit_lines(&pts, &weights, None, grid, &lower, LineRule::ShapeOnly);
+        let mut found = fit_lines(&pts, &weights, None, grid, &lower, LineRule::ShapeOnly);
+        // With a baseline a device was already there (at whatever density its partial volume gave it);
+        // a thin straight line that is new is cement in a vein.
+        if let Some(b) = base {
+            found.retain(|seg| on_baseline(seg, b, grid, so.grow_hu));
+        }
         tracing::trace!(voxels = pts.len(), lines = found.len(), "shape-only lines");
         segments.extend(found);
     }
@@ -192,6 +197,26 @@ pub(crate) fn detect_metal(img: &[f32], base: Option<&[f32]>, grid: &Grid, s: &M
         band[i] &= !core[i];
     }
     Metal { core, band, segments }
+}
+
+/// Whether most of the segment was at least `level` on the baseline (`base`: the largest baseline value
+/// each crop voxel was interpolated from), looking one voxel around each 1 mm step for registration error.
+fn on_baseline(seg: &Segment, base: &[f32], grid: &Grid, level: f32) -> bool {
+    let len = seg.a.distance(seg.b);
+    let steps = len.ceil().max(1.0) as usize;
+    let (mut hit, mut n) = (0usize, 0usize);
+    for k in 0..=steps {
+        let p = seg.a + (seg.b - seg.a) * (k as f64 / steps as f64);
+        let Some(c) = grid.geometry.lps_to_voxel(p, grid.shape) else { continue };
+        n += 1;
+        let dense = morph::neighbours26()
+            .chain(std::iter::once([0, 0, 0]))
+            .filter_map(|d| morph::offset(grid.shape, c, d))
+            .any(|j| base[j] >= level);
+        hit += dense as usize;
+    }
+    tracing::trace!(hit, n, "shape-only line on the baseline");
+    n > 0 && hit * 2 >= n
 }
 
 /// Positions of the `mask` voxels, grouped by 26-connectivity after a one-voxel dilation: a thin oblique

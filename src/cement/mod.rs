@@ -15,15 +15,20 @@
 //!    largest stored value the interpolation drew on (a thin needle or wire grazing a thick slice is not
 //!    linear between slices: seeds must rise above that bound).
 //! 3. `metal`: thin straight saturated lines (needle, thermocouple), and thin straight lines >= 1800 HU on
-//!    the baseline (a wire that does not saturate), removed with their blooming. Without a baseline an
-//!    unsaturated wire is recognised by its shape alone: lines fitted through the density rule's leak
+//!    the baseline (a wire that does not saturate), removed with their blooming. An unsaturated wire is
+//!    also recognised on the current scan by its shape: lines fitted through the density rule's leak
 //!    candidates (groups >= `no_baseline_grow_hu` outside the body holding a voxel >= `no_baseline_seed_hu`,
 //!    pieces of one wire fitted together) that are straight over `min_line_length_mm` and no more than
 //!    2.5 mm across (excess-HU-weighted spread across the line in the slice plane, where the scanner
 //!    resolves best). Groups joined to the intravertebral cement by voxels of cement density are left out:
 //!    cement that escaped through the wall is cement whatever its shape. A curved or thicker vein and a
-//!    round leak are kept; a straight vein thinner than 2.5 mm not joined to the body is lost (measured on
-//!    phantoms without a baseline: sensitivity 12/16 instead of 13/16, false leaks 2 instead of 44).
+//!    round leak are kept; without a baseline a straight vein thinner than 2.5 mm not joined to the body
+//!    is lost (measured on phantoms without a baseline: sensitivity 12/16 instead of 13/16, false leaks 2
+//!    instead of 44). With a baseline such a line is a device only where the baseline was dense along most
+//!    of it (>= `no_baseline_grow_hu` within a voxel): a wire grazing bone or lying between slices reads
+//!    below the 1800 HU baseline rule, moves with every breath, and its residues rose over the registered
+//!    baseline as false "leaks" in muscle and fat 7-50 mm from any cement (development seeds 300-311:
+//!    foramen-wire cases 300, 306 and 309 had 15-113 such voxels in leaks per scan; none after).
 //! 4. `detect`: hysteresis on density, gated by the rise over the baseline (or density + anatomy rules
 //!    without a baseline — less specific, and said so in `warnings`).
 //! 5. `artifacts`: leak candidates that do not stand out from the streak clutter around them (rise over
