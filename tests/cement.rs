@@ -231,6 +231,58 @@ fn without_baseline_cement_is_still_found_and_wire_is_not_a_leak() {
     }
 }
 
+/// Without a baseline an unsaturated wire reads like cement; it is told apart by its shape (thin and
+/// straight), while a curved vein of cement outside the body and a small round leak are kept.
+#[test]
+fn without_baseline_an_unsaturated_wire_is_removed_and_curved_and_round_leaks_are_kept() {
+    let mut scene = Scene::baseline();
+    scene.wire = true;
+    scene.wire_hu = 2600.0;
+    scene.intravertebral = vec![Solid::Sphere { c: [0.0, -8.0, 0.0], r: 8.0 }];
+    // A paraspinal vein of cement bending through 90 degrees (radius 10 mm), 2.4 mm across.
+    let arc: Vec<[f64; 3]> = (0..=6)
+        .map(|k| {
+            let a = k as f64 / 6.0 * std::f64::consts::FRAC_PI_2;
+            [-34.0 + 10.0 * a.cos(), -14.0 + 10.0 * a.sin(), 6.0]
+        })
+        .collect();
+    let vein: Vec<Solid> = arc.windows(2).map(|w| Solid::Capsule { a: w[0], b: w[1], r: 1.2 }).collect();
+    let blob = Solid::Sphere { c: [-30.0, 5.0, -4.0], r: 2.285 };
+    scene.leaks = vein.iter().copied().chain([blob]).collect();
+    let now = scan(&scene, PatientPosition::Hfp, &still(), 21);
+    let max_wire = now
+        .ct
+        .data
+        .indexed_iter()
+        .filter(|((z, y, x), _)| WIRE.sdf(still().inverse().apply(lps_of(&now, [*z, *y, *x])).0) <= 0.0)
+        .map(|(_, v)| *v)
+        .fold(f32::MIN, f32::max);
+    let f = run(&now, None, None);
+    let t = &now.truth;
+    let vein_ml: f64 = t.leak_ml[..vein.len()].iter().sum();
+    println!(
+        "unsaturated wire (max {max_wire:.0} HU) without baseline: leaks {:?}; vein truth {vein_ml:.3} mL, blob truth {:.3} mL",
+        summary(&f),
+        t.leak_ml[vein.len()]
+    );
+    assert!(max_wire < 2800.0 && max_wire > 1500.0, "the wire must read like cement, not saturate");
+    assert_eq!(count_near(&f.cement, &WIRE, &still(), 1.0), 0, "wire voxels called cement");
+    let on_vein = |l: &&cementleak::cement::CementComponent| {
+        l.voxels
+            .iter()
+            .any(|v| vein.iter().any(|s| s.sdf(still().inverse().apply(lps_of(&now, *v)).0) <= 0.5))
+    };
+    let found_vein: f64 = f.leaks.iter().filter(on_vein).map(|l| l.volume_ml).sum();
+    assert!(rel_err(found_vein, vein_ml) <= 0.25, "vein: found {found_vein:.3} mL of {vein_ml:.3}");
+    let tc = t.leak_centroid[vein.len()];
+    assert!(f.leaks.iter().any(|l| l.centroid.distance(tc) <= 1.5), "round leak missed");
+    assert!(
+        f.leaks.iter().all(|l| on_vein(&l) || l.centroid.distance(tc) <= 1.5),
+        "false leaks: {:?}",
+        summary(&f)
+    );
+}
+
 #[test]
 fn patient_position_does_not_change_the_result() {
     let mut scene = Scene::injected();

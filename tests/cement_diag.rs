@@ -175,3 +175,124 @@ fn diagnose_phantom_false_leaks() {
         }
     }
 }
+
+/// Cement voxels far from the truth cement on development seeds (300..): for each such group, its size,
+/// tissue, HU now, the registered baseline around it, distance to the truth cement and whether it is a leak.
+/// `CEMENT_DIAG_SEEDS=300,301 cargo test --test cement_diag far_cement -- --ignored --nocapture`
+#[test]
+#[ignore = "diagnostic: prints, asserts nothing"]
+fn diagnose_far_cement() {
+    use cementleak::phantom::{LesionType, ThermocouplePlace};
+    let seeds: Vec<u64> = std::env::var("CEMENT_DIAG_SEEDS")
+        .ok()
+        .map(|s| s.split(',').filter_map(|v| v.trim().parse().ok()).collect())
+        .unwrap_or_else(|| (300..312).collect());
+    for (i, seed) in seeds.into_iter().enumerate() {
+        let mut sp = common::small_phantom(seed, PatientPosition::ALL[i % 4], vec![], 0, 3);
+        let sites = [vec![Site::Paraspinal], vec![Site::Disc], vec![], vec![Site::PosteriorVein]];
+        sp.leak_sites = Some(sites[i % 4].clone());
+        sp.lesion = Some([LesionType::Blastic, LesionType::Mixed, LesionType::Lytic][i % 3]);
+        sp.thermocouple =
+            Some([Some(ThermocouplePlace::Foramen), None, Some(ThermocouplePlace::Canal)][i % 3]);
+        let th = if i % 3 == 2 { 1.25 } else { 2.5 };
+        sp.slice_thickness_mm = Some(th);
+        sp.slices = Some((50.0 / th).round() as usize);
+        let case = generate_case(&sp).expect("phantom");
+        let s = &case.summary;
+        println!(
+            "== seed {seed} {} {:?} {} {:?} {th} mm",
+            s.position, s.leak_sites, s.lesion, s.thermocouple
+        );
+        let base = &case.scans[0];
+        for k in 1..case.scans.len() {
+            let scan = &case.scans[k];
+            let body = Volume::new(scan.anatomy.data.mapv(|l| l == labels::VERTEBRAL_BODY), scan.ct.geometry);
+            let inputs = CementInputs {
+                scan: &scan.ct,
+                baseline: Some(&base.ct),
+                previous: (k > 1).then(|| &case.scans[k - 1].ct),
+                body: &body,
+            };
+            let f = detect(&inputs, &CementParams::default()).expect("detect");
+            let lab = &scan.labels;
+            let truth: Vec<[usize; 3]> = lab
+                .data
+                .indexed_iter()
+                .filter(|(_, l)| (labels::CEMENT..=labels::LEAK_PARASPINAL).contains(*l))
+                .map(|((z, y, x), _)| [z, y, x])
+                .collect();
+            let g = scan.ct.geometry;
+            let truth_lps: Vec<Lps> = truth.iter().map(|v| g.voxel_to_lps(*v)).collect();
+            let dist = |p: Lps| truth_lps.iter().map(|q| q.distance(p)).fold(f64::INFINITY, f64::min);
+            let metal_lps: Vec<Lps> = lab
+                .data
+                .indexed_iter()
+                .filter(|(_, l)| **l == labels::NEEDLE)
+                .map(|((z, y, x), _)| g.voxel_to_lps([z, y, x]))
+                .collect();
+            let metal_dist = |p: Lps| metal_lps.iter().map(|q| q.distance(p)).fold(f64::INFINITY, f64::min);
+            let far: Vec<[usize; 3]> = f
+                .cement
+                .data
+                .indexed_iter()
+                .filter(|(_, on)| **on)
+                .map(|((z, y, x), _)| [z, y, x])
+                .filter(|v| dist(g.voxel_to_lps(*v)) > 4.0)
+                .collect();
+            if far.is_empty() {
+                continue;
+            }
+            let reg = f.baseline_registration.expect("registered");
+            let bg = base.ct.geometry;
+            let bshape = base.ct.shape();
+            let base_at = |p: Lps| -> (f32, f32) {
+                let q = reg.apply(p);
+                let idx = bg.lps_to_index(q);
+                let c = idx.map(|v| v.round() as isize);
+                let (mut mx, mut near) = (f32::MIN, f32::NAN);
+                for dz in -1..=1isize {
+                    for dy in -1..=1isize {
+                        for dx in -1..=1isize {
+                            let n = [c[0] + dz, c[1] + dy, c[2] + dx];
+                            if (0..3).all(|a| n[a] >= 0 && (n[a] as usize) < bshape[a]) {
+                                let v = base.ct.data[n.map(|v| v as usize)];
+                                mx = mx.max(v);
+                                if dz == 0 && dy == 0 && dx == 0 {
+                                    near = v;
+                                }
+                            }
+                        }
+                    }
+                }
+                (near, mx)
+            };
+            let mut by_tissue: BTreeMap<u8, usize> = BTreeMap::new();
+            for v in &far {
+                *by_tissue.entry(scan.tissue.data[*v]).or_default() += 1;
+            }
+            let leak_vox: std::collections::HashSet<[usize; 3]> =
+                f.leaks.iter().flat_map(|l| l.voxels.iter().copied()).collect();
+            println!(
+                " step {k}: {} far voxels ({:.3} mL), tissues {:?}, {} of them in leaks",
+                far.len(),
+                far.len() as f64 * g.spacing.voxel_volume_ml(),
+                by_tissue,
+                far.iter().filter(|v| leak_vox.contains(*v)).count()
+            );
+            for v in far.iter().step_by((far.len() / 12).max(1)) {
+                let p = g.voxel_to_lps(*v);
+                let hu = scan.ct.data[*v];
+                let (b, bmax) = base_at(p);
+                println!(
+                    "   {v:?} tissue {} HU {hu:.0} base {b:.0} (3x3x3 max {bmax:.0}) rise {:.0}, {:.1} mm from cement, {:.1} mm from metal, in body {}, truth label {}",
+                    scan.tissue.data[*v],
+                    hu - b,
+                    dist(p),
+                    metal_dist(p),
+                    body.data[*v],
+                    lab.data[*v]
+                );
+            }
+        }
+    }
+}

@@ -41,12 +41,36 @@ impl Segment {
     }
 }
 
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct MetalSettings {
+#[derive(Clone, Copy)]
+pub(crate) struct MetalSettings<'a> {
     pub metal_hu: f32,
     pub needle_radius_mm: f64,
     pub margin_mm: f64,
     pub min_line_length_mm: f64,
+    /// Without a baseline: thin straight lines of dense voxels outside the body are devices too (an
+    /// unsaturated wire), when no thicker than `WIRE_ACROSS_MM`. See [`ShapeOnly`].
+    pub shape_only: Option<ShapeOnly<'a>>,
+}
+
+/// Where lines are looked for by shape alone: groups of voxels at least `grow_hu` outside `region` (the
+/// body) that hold a voxel of at least `seed_hu` — the leak candidates of the density rule, before any
+/// device is removed.
+#[derive(Clone, Copy)]
+pub(crate) struct ShapeOnly<'a> {
+    pub seed_hu: f32,
+    pub grow_hu: f32,
+    pub region: &'a [bool],
+}
+
+/// How the points of a line are judged (see [`thin_run`]).
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum LineRule {
+    /// Saturated or baseline lines: thin against the ring, followed on into masses.
+    Device,
+    /// Lines found by shape alone on the current scan: the points' spread around the axis must be that of
+    /// an object at most `WIRE_ACROSS_MM` across, and the line is not followed into masses (without a
+    /// baseline there is nothing to say the mass was metal).
+    ShapeOnly,
 }
 
 /// Thin straight lines at least this dense on the baseline (above cortex, up to ~1500 HU, and bone islands,
@@ -58,6 +82,10 @@ const MAX_GAP_MM: f64 = 5.0;
 
 /// Width of the ring outside the line used to tell thin lines from masses, mm.
 const RING_MM: f64 = 3.0;
+
+/// Thickest line taken for a device by its shape alone, mm across: a thermocouple wire is 0.9 mm and a
+/// 13 G needle 2.4 mm; a vein filled with cement is usually thicker, and curved.
+const WIRE_ACROSS_MM: f64 = 2.5;
 
 pub(crate) struct Metal {
     pub core: Vec<bool>,
@@ -71,7 +99,7 @@ pub(crate) fn detect_metal(img: &[f32], base: Option<&[f32]>, grid: &Grid, s: &M
     let mut segments = Vec::new();
     for pts in groups(&sat, grid) {
         tracing::trace!(voxels = pts.len(), at = %pts[0], "saturated group");
-        segments.extend(fit_lines(&pts, base, grid, s));
+        segments.extend(fit_lines(&pts, &[], base, grid, s, LineRule::Device));
     }
     // A thermocouple wire (0.9 mm) often does not saturate at partial volume, and how bright it reads
     // depends on where it falls between slices, which changes with every small motion. The baseline has
@@ -82,7 +110,7 @@ pub(crate) fn detect_metal(img: &[f32], base: Option<&[f32]>, grid: &Grid, s: &M
         let lower = MetalSettings { metal_hu: BASELINE_DEVICE_HU, ..*s };
         let mut loose = Vec::new();
         for pts in groups(&bright, grid) {
-            let found = fit_lines(&pts, None, grid, &lower);
+            let found = fit_lines(&pts, &[], None, grid, &lower, LineRule::Device);
             tracing::trace!(voxels = pts.len(), at = %pts[0], lines = found.len(), "bright baseline group");
             if found.is_empty() {
                 loose.extend(pts);
@@ -91,8 +119,45 @@ pub(crate) fn detect_metal(img: &[f32], base: Option<&[f32]>, grid: &Grid, s: &M
         }
         // Pieces too short for a line on their own may still line up.
         if loose.len() >= 4 {
-            segments.extend(fit_lines(&loose, None, grid, &lower));
+            segments.extend(fit_lines(&loose, &[], None, grid, &lower, LineRule::Device));
         }
+    }
+    // Without a baseline nothing tells an unsaturated wire from cement but its shape: a thin straight
+    // line of dense voxels. Veins filled with cement are thicker or curved, blobs are neither. The pieces of
+    // one wire (it dims where it falls between slices) are fitted together.
+    if let Some(so) = s.shape_only {
+        // Cement that left the body through its wall is joined to the intravertebral cement by voxels of
+        // cement density; a device lying near the body is not (cortex is below that density).
+        let seedlike: Vec<bool> = (0..img.len()).map(|i| img[i] >= so.seed_hu && !sat[i]).collect();
+        let mut attached = vec![false; img.len()];
+        for comp in morph::components26(&seedlike, grid.shape) {
+            if comp.iter().any(|&i| so.region[i]) {
+                for i in comp {
+                    attached[i] = true;
+                }
+            }
+        }
+        let dense: Vec<bool> =
+            (0..img.len()).map(|i| img[i] >= so.grow_hu && !sat[i] && !so.region[i]).collect();
+        let mut pts = Vec::new();
+        let mut weights = Vec::new();
+        for comp in morph::components26(&dense, grid.shape) {
+            if comp.iter().any(|&i| img[i] >= so.seed_hu) && !comp.iter().any(|&i| attached[i]) {
+                for i in comp {
+                    pts.push(grid.lps(i));
+                    weights.push(img[i] - so.grow_hu);
+                }
+            }
+        }
+        let lower = MetalSettings { metal_hu: so.grow_hu, ..*s };
+        let mut found = fit_lines(&pts, &weights, None, grid, &lower, LineRule::ShapeOnly);
+        // With a baseline a device was already there (at whatever density its partial volume gave it);
+        // a thin straight line that is new is cement in a vein.
+        if let Some(b) = base {
+            found.retain(|seg| on_baseline(seg, b, grid, so.grow_hu));
+        }
+        tracing::trace!(voxels = pts.len(), lines = found.len(), "shape-only lines");
+        segments.extend(found);
     }
     let mut core = vec![false; grid.len()];
     let mut band = vec![false; grid.len()];
@@ -132,6 +197,26 @@ pub(crate) fn detect_metal(img: &[f32], base: Option<&[f32]>, grid: &Grid, s: &M
         band[i] &= !core[i];
     }
     Metal { core, band, segments }
+}
+
+/// Whether most of the segment was at least `level` on the baseline (`base`: the largest baseline value
+/// each crop voxel was interpolated from), looking one voxel around each 1 mm step for registration error.
+fn on_baseline(seg: &Segment, base: &[f32], grid: &Grid, level: f32) -> bool {
+    let len = seg.a.distance(seg.b);
+    let steps = len.ceil().max(1.0) as usize;
+    let (mut hit, mut n) = (0usize, 0usize);
+    for k in 0..=steps {
+        let p = seg.a + (seg.b - seg.a) * (k as f64 / steps as f64);
+        let Some(c) = grid.geometry.lps_to_voxel(p, grid.shape) else { continue };
+        n += 1;
+        let dense = morph::neighbours26()
+            .chain(std::iter::once([0, 0, 0]))
+            .filter_map(|d| morph::offset(grid.shape, c, d))
+            .any(|j| base[j] >= level);
+        hit += dense as usize;
+    }
+    tracing::trace!(hit, n, "shape-only line on the baseline");
+    n > 0 && hit * 2 >= n
 }
 
 /// Positions of the `mask` voxels, grouped by 26-connectivity after a one-voxel dilation: a thin oblique
@@ -176,12 +261,22 @@ impl Line {
     }
 }
 
-fn fit_lines(all: &[Lps], base: Option<&[f32]>, grid: &Grid, s: &MetalSettings) -> Vec<Segment> {
+/// Up to four lines (eight by shape alone) through the points; `weights` (empty, or one per point) weigh
+/// the spread around a shape-only line.
+fn fit_lines(
+    all: &[Lps],
+    weights: &[f32],
+    base: Option<&[f32]>,
+    grid: &Grid,
+    s: &MetalSettings,
+    rule: LineRule,
+) -> Vec<Segment> {
     let r_in = s.needle_radius_mm + s.margin_mm;
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0x5eed_3e7a1);
     let mut remaining: Vec<Lps> = all.to_vec();
     let mut out = Vec::new();
-    for _ in 0..4 {
+    let tries = if rule == LineRule::ShapeOnly { 8 } else { 4 };
+    for _ in 0..tries {
         if remaining.len() < 4 {
             break;
         }
@@ -215,7 +310,14 @@ fn fit_lines(all: &[Lps], base: Option<&[f32]>, grid: &Grid, s: &MetalSettings) 
         }
         let Some((_, line)) = best else { break };
         let Some(line) = refine(&remaining, line, r_in) else { break };
-        let Some(seg) = thin_run(all, &line, r_in, base, grid, s) else { break };
+        let Some(seg) = thin_run(all, weights, &line, r_in, base, grid, s, rule) else {
+            if rule == LineRule::ShapeOnly {
+                // Not a wire: look for one among the other points.
+                remaining.retain(|p| line.radial(*p).0 > r_in);
+                continue;
+            }
+            break;
+        };
         out.push(seg);
         remaining.retain(|p| seg.distance(*p) > r_in);
     }
@@ -257,14 +359,60 @@ fn refine(pts: &[Lps], line: Line, r_in: f64) -> Option<Line> {
     Some(cur)
 }
 
+/// Whether the points within `r_in` of the line between `t` (along it) spread no more across the axis
+/// than an object `WIRE_ACROSS_MM` across sampled on this grid. The spread is measured across the line
+/// within the slice plane, where the scanner resolves best (a wire lying in-plane otherwise looks as thick
+/// as a slice): weighted variance at most `r^2 / 4` (a filled disc of radius `r`, along one direction) plus
+/// the pixel's own extent (`s^2 / 12`). A line running through the slices uses both in-plane directions.
+fn thin_enough(all: &[Lps], weights: &[f32], line: &Line, r_in: f64, t: (f64, f64), grid: &Grid) -> bool {
+    let normal = grid.geometry.axes[0];
+    let across_plane = line.dir.cross(normal);
+    // Unit vector across the line in the slice plane, or None when the line runs through the slices.
+    let e = (across_plane.norm() > 0.5).then(|| across_plane.normalized()).flatten();
+    let (mut sum, mut n) = (0.0, 0.0);
+    for (k, p) in all.iter().enumerate() {
+        let (r, tp) = line.radial(*p);
+        if r <= r_in && (t.0..=t.1).contains(&tp) {
+            let w = weights.get(k).map_or(1.0, |&w| w.max(0.0) as f64);
+            let d = *p - line.c;
+            let off = d - line.dir * d.dot(line.dir);
+            let v = match e {
+                Some(e) => off.dot(e).powi(2),
+                None => (off - normal * off.dot(normal)).dot(off - normal * off.dot(normal)) / 2.0,
+            };
+            sum += w * v;
+            n += w;
+        }
+    }
+    if n <= 0.0 {
+        return false;
+    }
+    let pixel = grid.geometry.spacing.row.max(grid.geometry.spacing.column);
+    let r = WIRE_ACROSS_MM / 2.0;
+    let limit = r * r / 4.0 + pixel * pixel / 12.0;
+    let var = sum / n;
+    tracing::trace!(
+        sd = var.sqrt(),
+        limit = limit.sqrt(),
+        in_plane = e.is_some(),
+        length = t.1 - t.0,
+        at = %(line.c + line.dir * (0.5 * (t.0 + t.1))),
+        "shape-only line"
+    );
+    var <= limit
+}
+
 /// The part of the line that is a thin saturated cylinder, followed on into masses where allowed.
+#[allow(clippy::too_many_arguments)]
 fn thin_run(
     all: &[Lps],
+    weights: &[f32],
     line: &Line,
     r_in: f64,
     base: Option<&[f32]>,
     grid: &Grid,
     s: &MetalSettings,
+    rule: LineRule,
 ) -> Option<Segment> {
     let sp = grid.geometry.spacing.zyx();
     let w = sp.iter().copied().fold(1.0, f64::max);
@@ -319,6 +467,11 @@ fn thin_run(
     let (mut lo, mut hi) = best;
     if ((hi - lo) as f64) * w < s.min_line_length_mm {
         return None;
+    }
+    if rule == LineRule::ShapeOnly {
+        let (t0, t1) = (tmin + lo as f64 * w, tmin + hi as f64 * w);
+        return thin_enough(all, weights, line, r_in, (t0, t1), grid)
+            .then(|| Segment { a: line.c + line.dir * t0, b: line.c + line.dir * t1.min(tmax) });
     }
     let was_metal = |b: usize| -> bool {
         let Some(bv) = base else { return true };

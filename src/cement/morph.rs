@@ -17,37 +17,53 @@ pub(crate) fn erode(mask: &[bool], shape: [usize; 3], r: [usize; 3]) -> Vec<bool
     dilate(&inv, shape, r).into_iter().map(|v| !v).collect()
 }
 
+/// One axis of the box dilation, in parallel over slices: within a slice (rows, columns) by the distance to
+/// the nearest `true` before and after each position; across slices (axis 0, few voxels at slice spacing)
+/// as the OR of the neighbouring slices.
 fn dilate_axis(src: &[bool], shape: [usize; 3], axis: usize, r: usize) -> Vec<bool> {
-    let strides = [shape[1] * shape[2], shape[2], 1];
-    let others: Vec<usize> = (0..3).filter(|&a| a != axis).collect();
-    let (oa, ob) = (others[0], others[1]);
-    let n = shape[axis];
-    let st = strides[axis];
+    use rayon::prelude::*;
+    let plane = shape[1] * shape[2];
     let mut out = vec![false; src.len()];
-    for i in 0..shape[oa] {
-        for j in 0..shape[ob] {
-            let base = i * strides[oa] + j * strides[ob];
-            // Distance to the nearest `true` before and after each position.
+    if plane == 0 {
+        return out;
+    }
+    out.par_chunks_mut(plane).enumerate().for_each(|(z, o)| {
+        if axis == 0 {
+            let lo = z.saturating_sub(r);
+            let hi = (z + r).min(shape[0] - 1);
+            for zz in lo..=hi {
+                let s = &src[zz * plane..(zz + 1) * plane];
+                for (a, &b) in o.iter_mut().zip(s) {
+                    *a |= b;
+                }
+            }
+            return;
+        }
+        let s = &src[z * plane..(z + 1) * plane];
+        let (n, st, lines, line_st) =
+            if axis == 1 { (shape[1], shape[2], shape[2], 1) } else { (shape[2], 1, shape[1], shape[2]) };
+        for j in 0..lines {
+            let base = j * line_st;
             let mut last: Option<usize> = None;
             for k in 0..n {
-                if src[base + k * st] {
+                if s[base + k * st] {
                     last = Some(k);
                 }
                 if last.is_some_and(|l| k - l <= r) {
-                    out[base + k * st] = true;
+                    o[base + k * st] = true;
                 }
             }
             let mut next: Option<usize> = None;
             for k in (0..n).rev() {
-                if src[base + k * st] {
+                if s[base + k * st] {
                     next = Some(k);
                 }
                 if next.is_some_and(|l| l - k <= r) {
-                    out[base + k * st] = true;
+                    o[base + k * st] = true;
                 }
             }
         }
-    }
+    });
     out
 }
 
@@ -145,6 +161,28 @@ mod tests {
         assert_eq!(d.iter().filter(|v| **v).count(), 3 * 5 * 5);
         let e = erode(&d, shape, [1, 2, 2]);
         assert_eq!(e, m);
+    }
+
+    #[test]
+    fn dilation_matches_brute_force() {
+        let shape = [6, 9, 11];
+        let n = shape[0] * shape[1] * shape[2];
+        let m: Vec<bool> = (0..n).map(|i| (i * 7919) % 23 == 0).collect();
+        let r = [1, 2, 3];
+        let d = dilate(&m, shape, r);
+        for z in 0..shape[0] {
+            for y in 0..shape[1] {
+                for x in 0..shape[2] {
+                    let want = (z.saturating_sub(r[0])..=(z + r[0]).min(shape[0] - 1)).any(|zz| {
+                        (y.saturating_sub(r[1])..=(y + r[1]).min(shape[1] - 1)).any(|yy| {
+                            (x.saturating_sub(r[2])..=(x + r[2]).min(shape[2] - 1))
+                                .any(|xx| m[(zz * shape[1] + yy) * shape[2] + xx])
+                        })
+                    });
+                    assert_eq!(d[(z * shape[1] + y) * shape[2] + x], want, "at {z} {y} {x}");
+                }
+            }
+        }
     }
 
     #[test]

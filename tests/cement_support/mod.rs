@@ -97,6 +97,9 @@ pub const WIRE: Solid = Solid::Capsule { a: [-6.0, 29.0, -60.0], b: [-5.0, 29.5,
 pub struct Scene {
     pub needle: bool,
     pub wire: bool,
+    /// The wire's own CT number: `METAL_HU` saturates; below ~2800 HU it reads like cement (a thin
+    /// thermocouple at partial volume on a real scanner).
+    pub wire_hu: f64,
     /// Blastic lesion (800 HU) and bone island (1300 HU) in the body.
     pub lesions: bool,
     pub intravertebral: Vec<Solid>,
@@ -110,6 +113,7 @@ impl Scene {
         Scene {
             needle: true,
             wire: false,
+            wire_hu: METAL_HU,
             lesions: true,
             intravertebral: vec![],
             leaks: vec![],
@@ -315,10 +319,10 @@ pub fn render(
                 v = v * (1.0 - total) + total * CEMENT_HU;
                 let metal_occ = |s: &Solid| occupancy_fine(s, p, &offsets, half_diag);
                 let mut keep = 1.0;
-                for (on, s) in [(scene.needle, NEEDLE), (scene.wire, WIRE)] {
+                for (on, s, hu) in [(scene.needle, NEEDLE, METAL_HU), (scene.wire, WIRE, scene.wire_hu)] {
                     if on {
                         let o = metal_occ(&s);
-                        v = v * (1.0 - o) + o * METAL_HU;
+                        v = v * (1.0 - o) + o * hu;
                         keep *= 1.0 - o;
                     }
                 }
