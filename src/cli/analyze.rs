@@ -70,9 +70,7 @@ fn model_candidates() -> Vec<PathBuf> {
 /// The model to use and, when there is none, why (for the report's warnings).
 fn load_model(explicit: Option<&Path>) -> anyhow::Result<(Option<LeakModel>, Option<String>)> {
     if let Some(p) = explicit {
-        let mut m = LeakModel::load(p).map_err(|e| InputError(e.to_string()))?;
-        m.warm_up();
-        return Ok((Some(m), None));
+        return Ok((Some(LeakModel::load(p).map_err(|e| InputError(e.to_string()))?), None));
     }
     let Some(path) = model_candidates().into_iter().find(|p| p.is_file()) else {
         return Ok((
@@ -81,10 +79,7 @@ fn load_model(explicit: Option<&Path>) -> anyhow::Result<(Option<LeakModel>, Opt
         ));
     };
     match LeakModel::load(&path) {
-        Ok(mut m) => {
-            m.warm_up();
-            Ok((Some(m), None))
-        }
+        Ok(m) => Ok((Some(m), None)),
         Err(e) => Ok((None, Some(format!("leak-site model not used: {e}")))),
     }
 }
@@ -103,8 +98,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     };
 
     // The three series and the leak-site model are independent: read them side by side. The model (ONNX
-    // Runtime library, session, one warm-up inference) costs ~20 ms of one thread that would otherwise sit
-    // before the anatomy.
+    // Runtime library and session) costs ~20 ms of one thread that would otherwise sit before the anatomy.
     let t = Instant::now();
     let (scan, baseline, previous, load_ms, model) = std::thread::scope(|s| {
         let m = s.spawn(|| {

@@ -120,21 +120,6 @@ impl LeakModel {
         self.reference.clone()
     }
 
-    /// Run one inference on an empty patch, so that ONNX Runtime's first-run work (buffer allocation, kernel
-    /// set-up) happens here, e.g. on a thread beside the loading, and not on the first real leak. A failure
-    /// is only logged: the same failure on a real patch is reported where it matters.
-    pub fn warm_up(&mut self) {
-        let empty = Patch {
-            data: ndarray::Array4::zeros(Patch::SHAPE),
-            centre: crate::volume::Lps::default(),
-            axes: [crate::volume::Vec3::ZERO; 3],
-            mirrored: false,
-        };
-        if let Err(e) = self.predict(std::slice::from_ref(&empty)) {
-            tracing::debug!("leak-site model warm-up failed: {e}");
-        }
-    }
-
     /// Class probabilities for each patch, in order.
     pub fn predict(&mut self, patches: &[Patch]) -> Result<Vec<ModelOpinion>, ModelError> {
         if patches.is_empty() {
