@@ -41,6 +41,10 @@ fn outputs_on_a_phantom_sequence() {
         write_ct_nifti(&s.ct, &path(k)).expect("write scan");
     }
     let out = dir.path().join("out");
+    // Key images of an earlier run with more leaks must not sit beside this run's report.
+    std::fs::create_dir_all(&out).expect("mkdir");
+    std::fs::write(out.join("key_leak9_paraspinal_axial.png"), b"stale").expect("stale image");
+    std::fs::write(out.join("notes.txt"), b"the user's").expect("user file");
     let p = |x: &Path| x.to_string_lossy().into_owned();
     let o = cementleak(&[
         "analyze",
@@ -105,6 +109,18 @@ fn outputs_on_a_phantom_sequence() {
     );
     let leaks = report["leaks"].as_array().map_or(0, |l| l.len());
     assert_eq!(pngs.len(), 3 + 2 * leaks, "{pngs:?}");
+    for name in &pngs {
+        let img = image::open(out.join(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!((img.width(), img.height()), (600, 600), "{name}");
+    }
+    let left: Vec<String> = std::fs::read_dir(&out)
+        .expect("out")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".partial"))
+        .collect();
+    assert!(left.is_empty(), "temporary files left: {left:?}");
+    assert!(out.join("notes.txt").is_file(), "only our own stale outputs are removed");
 }
 
 #[test]

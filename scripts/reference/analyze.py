@@ -150,6 +150,7 @@ def main(argv=None) -> int:
     timing = {}
     warnings = []
     t = t_cli = time.perf_counter()
+    keyimages.remove_stale(a.out)
     try:
         scan = load_series(a.scan)
         base = load_series(a.baseline) if a.baseline else None

@@ -96,6 +96,19 @@ def write_key_images(out_dir, hu, g, labels, cement_centre, body_centre, leaks, 
             jobs.append((f"key_leak{lk['id']}_{lk['site']}_{p}", p, np.asarray(lk["centroid_lps_mm"]), title))
     names = []
     for name, plane, c, title in jobs:
-        picture(hu, g, labels, plane, c, title, alert).save(os.path.join(out_dir, name + ".png"))
+        # As the Rust writer: fast deflate, through a temporary file and a rename.
+        path = os.path.join(out_dir, name + ".png")
+        picture(hu, g, labels, plane, c, title, alert).save(path + ".partial", format="PNG", compress_level=1)
+        os.replace(path + ".partial", path)
         names.append(name + ".png")
     return names
+
+
+def remove_stale(out_dir) -> None:
+    """An earlier run's report and key images (as src/cli/analyze.rs does before reading anything)."""
+    for name in ["report.json"] + (sorted(os.listdir(out_dir)) if os.path.isdir(out_dir) else []):
+        if name == "report.json" or (name.startswith("key_") and name.endswith((".png", ".png.partial"))):
+            try:
+                os.remove(os.path.join(out_dir, name))
+            except FileNotFoundError:
+                pass

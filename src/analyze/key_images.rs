@@ -6,7 +6,7 @@
 use super::Analysis;
 use crate::alert::AlertLevel;
 use crate::leaks::Site;
-use crate::render::{self, text::draw_text, Plane, View, Window};
+use crate::render::{self, text::draw_text, Plane, View, ViewSampling, Window};
 use crate::volume::{labels, CtVolume, Lps};
 use image::{Rgb, RgbImage};
 use rayon::prelude::*;
@@ -56,8 +56,15 @@ fn wrap(text: &str, width: usize) -> Vec<String> {
 
 fn picture(ct: &CtVolume, a: &Analysis, plane: Plane, centre: Lps, title: &str) -> RgbImage {
     let view = View { plane, center: centre, size_mm: [FOV_MM, FOV_MM], pixel_mm: PIXEL_MM };
-    let mut img = render::ct_image(ct, &view, Window::BONE);
-    render::outline_labels(&mut img, &a.labels, &view, Some(&OUTLINED));
+    // CT and labels share the scan's grid: find the voxel of each pixel once, read both there.
+    let sampling = ViewSampling::new(&ct.geometry, ct.shape(), &view);
+    let mut img = render::grey_image(&sampling.sample(ct, -1024.0), Window::BONE);
+    let labels = if a.labels.geometry == ct.geometry && a.labels.shape() == ct.shape() {
+        sampling.sample(&a.labels, 0)
+    } else {
+        render::resample(&a.labels, &view, 0)
+    };
+    render::outline_sampled_labels(&mut img, &labels, Some(&OUTLINED));
     let mut img = render::upscale(&img, UPSCALE);
     let alert = &a.report.alert;
     let colour = level_colour(alert.level);

@@ -6,9 +6,11 @@
 //! (`target/<profile>/` -> `../../models/`), or in the current folder. No model found, or ONNX Runtime not
 //! available: sites from the anatomical rules alone, said in the report's warnings.
 //!
-//! Writes `OUT/key_*.png` (and `OUT/labels.nii.gz` with `--masks`) first and `OUT/report.json` last,
-//! atomically: a `report.json` in OUT means the whole analysis succeeded. A stale `report.json` from an
-//! earlier run is removed before anything is read, so a refused input never leaves a report behind.
+//! Writes `OUT/key_*.png` (and `OUT/labels.nii.gz` with `--masks`) first and `OUT/report.json` last, each
+//! atomically (temporary file + rename): a `report.json` in OUT means the whole analysis succeeded, and
+//! the key images beside it are exactly those of that run. A stale `report.json` and stale `key_*.png`
+//! from an earlier run are removed before anything is read, so a refused input never leaves a report
+//! behind and an earlier run's extra leak images never sit beside a newer report.
 
 use crate::alert::AlertPolicy;
 use crate::analyze::{key_images::key_images, site_summary, AnalyzeError, AnalyzeInputs, Analyzer};
@@ -89,36 +91,32 @@ fn load(path: &Path, what: &str) -> anyhow::Result<Scan> {
 pub fn run(args: Args) -> anyhow::Result<()> {
     let t0 = Instant::now();
     let report_path = args.out.join("report.json");
-    match std::fs::remove_file(&report_path) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-            return Err(
-                anyhow::Error::new(e).context(format!("cannot remove stale {}", report_path.display()))
-            )
-        }
-        _ => {}
-    }
+    remove_stale_outputs(&args.out, &report_path)?;
     let policy = match &args.policy {
         Some(p) => AlertPolicy::load(p).map_err(|e| InputError(e.to_string()))?,
         None => AlertPolicy::default(),
     };
 
-    // The three series are independent: read them side by side.
+    // The three series and the leak-site model are independent: read them side by side. The model (ONNX
+    // Runtime library and session) costs ~20 ms of one thread that would otherwise sit before the anatomy.
     let t = Instant::now();
-    let (scan, baseline, previous) = std::thread::scope(|s| {
+    let (scan, baseline, previous, load_ms, model) = std::thread::scope(|s| {
+        let m = s.spawn(|| {
+            let t = Instant::now();
+            load_model(args.model.as_deref()).map(|m| (m, t.elapsed().as_secs_f64() * 1000.0))
+        });
         let b = s.spawn(|| args.baseline.as_deref().map(|p| load(p, "baseline")).transpose());
         let p = s.spawn(|| args.previous.as_deref().map(|p| load(p, "previous")).transpose());
         let scan = load(&args.scan, "injection");
-        let join = |h: std::thread::ScopedJoinHandle<'_, anyhow::Result<Option<Scan>>>| {
-            h.join().unwrap_or_else(|_| Err(anyhow::anyhow!("a loader thread panicked")))
-        };
-        (scan, join(b), join(p))
+        let panicked = || anyhow::anyhow!("a loader thread panicked");
+        let (b, p) =
+            (b.join().unwrap_or_else(|_| Err(panicked())), p.join().unwrap_or_else(|_| Err(panicked())));
+        let load_ms = t.elapsed().as_secs_f64() * 1000.0;
+        (scan, b, p, load_ms, m.join().unwrap_or_else(|_| Err(panicked())))
     });
     let (scan, baseline, previous) = (scan?, baseline?, previous?);
-    let load_ms = t.elapsed().as_secs_f64() * 1000.0;
+    let ((model, no_model), model_ms) = model?;
 
-    let t = Instant::now();
-    let (model, no_model) = load_model(args.model.as_deref())?;
-    let model_ms = t.elapsed().as_secs_f64() * 1000.0;
     let mut analyzer = Analyzer::new(policy, model);
     let inputs = AnalyzeInputs {
         scan: &scan,
@@ -139,10 +137,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
     let masks_ms = t.elapsed().as_secs_f64() * 1000.0;
     let t = Instant::now();
-    key_images(&scan.volume, &analysis).into_par_iter().try_for_each(|(name, img)| {
-        let path = args.out.join(format!("{name}.png"));
-        img.save(&path).with_context(|| format!("writing {}", path.display()))
-    })?;
+    key_images(&scan.volume, &analysis)
+        .into_par_iter()
+        .try_for_each(|(name, img)| write_png_atomically(&img, &args.out.join(format!("{name}.png"))))?;
     let images_ms = t.elapsed().as_secs_f64() * 1000.0;
 
     if let Some(why) = no_model {
@@ -178,6 +175,47 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         r.timing_ms.get("total").copied().unwrap_or(0.0),
         report_path.display()
     ))
+}
+
+/// Remove what an earlier run left in OUT: `report.json` first (so a refused input never leaves a report
+/// behind), then its key images, so that OUT only ever holds the key images of the run that wrote the
+/// report (an earlier scan may have had more leaks, hence more images).
+fn remove_stale_outputs(out: &Path, report_path: &Path) -> anyhow::Result<()> {
+    let remove = |path: &Path| match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            Err(anyhow::Error::new(e).context(format!("cannot remove stale {}", path.display())))
+        }
+        _ => Ok(()),
+    };
+    remove(report_path)?;
+    let Ok(entries) = std::fs::read_dir(out) else { return Ok(()) };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if is_key_image_name(&name) {
+            remove(&entry.path())?;
+        }
+    }
+    Ok(())
+}
+
+/// A key image of ours, or the temporary file of one (see [`write_png_atomically`]).
+fn is_key_image_name(name: &str) -> bool {
+    name.starts_with("key_") && (name.ends_with(".png") || name.ends_with(".png.partial"))
+}
+
+/// Encode `img` as PNG and write it through a temporary file and a rename: a failed or killed run leaves
+/// a complete image or none, never a truncated one under the final name.
+fn write_png_atomically(img: &image::RgbImage, path: &Path) -> anyhow::Result<()> {
+    let mut png = Vec::new();
+    img.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
+        .with_context(|| format!("encoding {}", path.display()))?;
+    let tmp = path.with_extension("png.partial");
+    let written = std::fs::write(&tmp, &png).and_then(|_| std::fs::rename(&tmp, path));
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written.with_context(|| format!("writing {}", path.display()))
 }
 
 fn round2(v: f64) -> f64 {

@@ -14,7 +14,7 @@
 
 pub mod text;
 
-use crate::volume::{Lps, Vec3, Volume};
+use crate::volume::{Geometry, Lps, Vec3, Volume};
 use image::{Rgb, RgbImage};
 use ndarray::Array2;
 
@@ -80,16 +80,60 @@ impl View {
     }
 }
 
+/// The voxel nearest to each pixel of a view, found once per view and grid: every volume on that grid (CT,
+/// labels) is then read at the same places without solving the geometry again per pixel and per volume.
+#[derive(Clone, Debug)]
+pub struct ViewSampling {
+    width: usize,
+    height: usize,
+    /// Row-major over the image; `None` where the view leaves the volume.
+    voxels: Vec<Option<[usize; 3]>>,
+}
+
+impl ViewSampling {
+    /// The nearest voxel of a grid (`geometry`, `shape`) to each pixel centre of `view`.
+    pub fn new(geometry: &Geometry, shape: [usize; 3], view: &View) -> ViewSampling {
+        let [w, h] = view.pixels();
+        // Continuous index is affine in the pixel position: the first pixel's index plus whole steps
+        // (each a product, not a running sum, so no error accumulates across the image).
+        let base = geometry.lps_to_index(view.pixel_to_lps(0, 0));
+        let (u, v) = view.plane.image_axes();
+        let step = |dir: Vec3| geometry.lps_to_index(geometry.origin + dir * view.pixel_mm);
+        let (dc, dr) = (step(u), step(v));
+        let mut voxels = Vec::with_capacity(w * h);
+        for r in 0..h {
+            for c in 0..w {
+                let (cf, rf) = (c as f64, r as f64);
+                let mut out = Some([0usize; 3]);
+                for a in 0..3 {
+                    let x = (base[a] + cf * dc[a] + rf * dr[a]).round();
+                    // NaN (degenerate geometry) fails this test too.
+                    if !(x >= 0.0 && x < shape[a] as f64) {
+                        out = None;
+                        break;
+                    }
+                    if let Some(o) = out.as_mut() {
+                        o[a] = x as usize;
+                    }
+                }
+                voxels.push(out);
+            }
+        }
+        ViewSampling { width: w, height: h, voxels }
+    }
+
+    /// `vol` at every pixel (`outside` where the view leaves it); `vol` must be on the sampled grid.
+    pub fn sample<T: Copy>(&self, vol: &Volume<T>, outside: T) -> Array2<T> {
+        let data: Vec<T> =
+            self.voxels.iter().map(|v| v.and_then(|i| vol.data.get(i).copied()).unwrap_or(outside)).collect();
+        Array2::from_shape_vec((self.height, self.width), data)
+            .unwrap_or_else(|_| Array2::from_elem((self.height, self.width), outside))
+    }
+}
+
 /// Nearest-neighbour resampling of `vol` onto the view; `outside` where the view leaves the volume.
 pub fn resample<T: Copy + Send + Sync>(vol: &Volume<T>, view: &View, outside: T) -> Array2<T> {
-    let [w, h] = view.pixels();
-    let shape = vol.shape();
-    Array2::from_shape_fn((h, w), |(r, c)| {
-        vol.geometry
-            .lps_to_voxel(view.pixel_to_lps(c, r), shape)
-            .and_then(|idx| vol.data.get(idx).copied())
-            .unwrap_or(outside)
-    })
+    ViewSampling::new(&vol.geometry, vol.shape(), view).sample(vol, outside)
 }
 
 /// A CT display window in HU.
@@ -130,17 +174,27 @@ pub fn label_colour(code: u8) -> Rgb<u8> {
 
 /// Grey CT picture of a view.
 pub fn ct_image(ct: &Volume<f32>, view: &View, window: Window) -> RgbImage {
-    let hu = resample(ct, view, -1024.0);
-    let [w, h] = view.pixels();
-    RgbImage::from_fn(w as u32, h as u32, |c, r| {
-        let g = window.gray(hu[(r as usize, c as usize)]);
-        Rgb([g, g, g])
-    })
+    grey_image(&resample(ct, view, -1024.0), window)
+}
+
+/// Grey picture of HU values already sampled onto a view (`[row, column]`).
+pub fn grey_image(hu: &Array2<f32>, window: Window) -> RgbImage {
+    let (h, w) = hu.dim();
+    let mut raw = Vec::with_capacity(w * h * 3);
+    for v in hu.iter() {
+        let g = window.gray(*v);
+        raw.extend_from_slice(&[g, g, g]);
+    }
+    RgbImage::from_raw(w as u32, h as u32, raw).unwrap_or_else(|| RgbImage::new(w as u32, h as u32))
 }
 
 /// Draw the outline of each non-zero label of `labels` (resampled onto `view`) in its colour.
 pub fn outline_labels(img: &mut RgbImage, labels: &Volume<u8>, view: &View, only: Option<&[u8]>) {
-    let lab = resample(labels, view, 0);
+    outline_sampled_labels(img, &resample(labels, view, 0), only);
+}
+
+/// As [`outline_labels`], for labels already sampled onto the view (`[row, column]`).
+pub fn outline_sampled_labels(img: &mut RgbImage, lab: &Array2<u8>, only: Option<&[u8]>) {
     let (h, w) = lab.dim();
     for r in 0..h {
         for c in 0..w {
@@ -168,8 +222,24 @@ pub fn overlay(ct: &Volume<f32>, labels: &Volume<u8>, view: &View, window: Windo
 
 /// Scale an image up by an integer factor (nearest), so thin outlines stay crisp.
 pub fn upscale(img: &RgbImage, factor: u32) -> RgbImage {
-    let f = factor.max(1);
-    RgbImage::from_fn(img.width() * f, img.height() * f, |x, y| *img.get_pixel(x / f, y / f))
+    let f = factor.max(1) as usize;
+    let (w, h) = (img.width() as usize, img.height() as usize);
+    let src = img.as_raw();
+    let mut raw = Vec::with_capacity(w * h * 3 * f * f);
+    for row in src.chunks_exact(w * 3).take(h) {
+        let start = raw.len();
+        for px in row.chunks_exact(3) {
+            for _ in 0..f {
+                raw.extend_from_slice(px);
+            }
+        }
+        // The other f - 1 copies of the scaled row.
+        for _ in 1..f {
+            raw.extend_from_within(start..start + w * f * 3);
+        }
+    }
+    let (wf, hf) = ((w * f) as u32, (h * f) as u32);
+    RgbImage::from_raw(wf, hf, raw).unwrap_or_else(|| RgbImage::new(wf, hf))
 }
 
 /// Place images side by side on a black background, top-aligned.
@@ -229,6 +299,41 @@ mod tests {
         // Viewer's right = patient's left, viewer's down = posterior.
         assert_eq!(pixels[0], vec![(15, 18)]);
         assert!(pixels.iter().all(|p| *p == pixels[0]), "{pixels:?}");
+    }
+
+    /// The stepped sampling picks the same voxels as solving the geometry at every pixel, on a tilted,
+    /// anisotropic grid seen in every plane.
+    #[test]
+    fn view_sampling_matches_per_pixel_geometry() {
+        let axes = PatientPosition::Hfs.axial_axes();
+        let tilt = Vec3([0.0, 0.3, 1.0]).normalized().unwrap_or(axes[0]);
+        let geometry = Geometry {
+            origin: Lps([-61.3, -47.9, -20.15]),
+            spacing: Spacing { slice: 1.25, row: 0.703125, column: 0.703125 },
+            axes: [tilt, axes[1], axes[2]],
+        };
+        let shape = [33, 170, 170];
+        for plane in [Plane::Axial, Plane::Sagittal, Plane::Coronal] {
+            let view = View { plane, center: Lps([1.7, 3.1, -0.4]), size_mm: [120.0, 90.0], pixel_mm: 0.4 };
+            let sampling = ViewSampling::new(&geometry, shape, &view);
+            let [w, h] = view.pixels();
+            let mut differ = 0;
+            for r in 0..h {
+                for c in 0..w {
+                    let want = geometry.lps_to_voxel(view.pixel_to_lps(c, r), shape);
+                    differ += usize::from(sampling.voxels[r * w + c] != want);
+                }
+            }
+            assert_eq!(differ, 0, "{plane:?}: {differ} of {} pixels differ", w * h);
+        }
+    }
+
+    #[test]
+    fn upscale_repeats_pixels() {
+        let img = RgbImage::from_fn(3, 2, |x, y| Rgb([x as u8, y as u8, 7]));
+        let big = upscale(&img, 2);
+        assert_eq!(big.dimensions(), (6, 4));
+        assert!(big.enumerate_pixels().all(|(x, y, p)| p == img.get_pixel(x / 2, y / 2)));
     }
 
     #[test]
