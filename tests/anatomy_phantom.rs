@@ -20,9 +20,20 @@ struct Stats {
     n: usize,
 }
 
+/// The seeds to evaluate: the held-out ones, or `$ANATOMY_SEEDS` ("300..312") while developing.
+fn seeds() -> std::ops::Range<u64> {
+    std::env::var("ANATOMY_SEEDS")
+        .ok()
+        .and_then(|s| {
+            let (a, b) = s.split_once("..")?;
+            Some(a.trim().parse().ok()?..b.trim().parse().ok()?)
+        })
+        .unwrap_or(HELD_OUT)
+}
+
 fn evaluate(matrix: usize, pixel_mm: f64, model_mm: f64) -> Stats {
     let mut st = Stats { body: vec![], canal: vec![], wall_right: 0, wall_judged: 0, n: 0 };
-    for (i, seed) in HELD_OUT.enumerate() {
+    for (i, seed) in seeds().enumerate() {
         let mut spec = PhantomSpec::from_seed(seed);
         spec.position = PatientPosition::ALL[i % 4];
         spec.matrix = matrix;
@@ -158,6 +169,33 @@ fn phantom_overlay() {
                 case.summary.position, case.summary.level, case.summary.lesion, &fp_as[..5], &fn_as[..5]
             );
         }
+        // Extent of each body along the spine axis (5th..95th percentile, mm from our centroid): levels.
+        let extent = |m: &cementleak::volume::LabelVolume| {
+            let mut t: Vec<f64> = m
+                .data
+                .indexed_iter()
+                .filter(|(_, &l)| l == labels::VERTEBRAL_BODY)
+                .map(|((z, y, x), _)| (m.geometry.voxel_to_lps([z, y, x]) - c).dot(a.spine_axis))
+                .collect();
+            t.sort_by(f64::total_cmp);
+            let q = |f: f64| t.get(((t.len().max(1) - 1) as f64 * f) as usize).copied().unwrap_or(f64::NAN);
+            (q(0.05), q(0.95))
+        };
+        let (o, t) = (extent(&a.labels), extent(&scan.anatomy));
+        let mid =
+            a.endplates.superior.point + (a.endplates.inferior.point - a.endplates.superior.point) * 0.5;
+        let off = (c - mid).dot(a.spine_axis);
+        println!(
+            "seed {seed}: truth body {:.1}..{:.1} mm from the endplates' midpoint (ours {:.1}..{:.1})",
+            t.0 + off,
+            t.1 + off,
+            o.0 + off,
+            o.1 + off
+        );
+        println!(
+            "seed {seed}: body along the spine ours {:.1}..{:.1} truth {:.1}..{:.1} mm; wall to truth canal",
+            o.0, o.1, t.0, t.1
+        );
         println!(
             "seed {seed}: wall {:?} (truth {}) defect {:.2} largest {:.1} mm2, body {:.1} mL",
             a.posterior_wall_intact,

@@ -145,6 +145,8 @@ const FRAME_POSTERIOR_MM: f64 = 65.0;
 const FRAME_HALF_WIDTH_MM: f64 = 55.0;
 /// Bone ring around the canal: above disc, muscle and canal content (under 110 HU).
 const RING_HU: f32 = 110.0;
+/// Cancellous bone, even dense (blastic spots aside), stays under this in the core's mean.
+const MAX_MARROW_HU: f32 = 400.0;
 /// Posterior elements: bone (cortex-rich) at or above this.
 const POSTERIOR_BONE_HU: f32 = 150.0;
 
@@ -222,7 +224,10 @@ pub fn segment(ct: &CtVolume, hint: TargetHint) -> Result<Anatomy, AnatomyError>
     let profile = body::core_profile(&f, &axis);
     // A first footprint at the threshold halfway between marrow and soft tissue, for endplate refinement.
     let mut prof_vals: Vec<f32> = profile.iter().flatten().copied().collect();
-    let marrow0 = context::quantile(&mut prof_vals, 0.75).unwrap_or(200.0);
+    // Cement and metal raise the core's mean far above any marrow (cancellous bone stays under about
+    // 400 HU even after the frame's smoothing): the marrow level comes from the slices without them.
+    let mut marrow_vals: Vec<f32> = prof_vals.iter().copied().filter(|&v| v < MAX_MARROW_HU).collect();
+    let marrow0 = context::quantile(&mut marrow_vals, 0.75).unwrap_or(200.0);
     let edge_hu = ((marrow0 + body::SOFT_HU) / 2.0).clamp(70.0, 200.0);
     // The cortical shell stands clearly above disc (the profile's low tail), whatever the marrow does.
     let disc0 = context::quantile(&mut prof_vals, 0.08).unwrap_or(90.0);
@@ -238,9 +243,22 @@ pub fn segment(ct: &CtVolume, hint: TargetHint) -> Result<Anatomy, AnatomyError>
             profile.iter().map(|p| p.map_or(-1, |v| v as i32)).collect::<Vec<_>>()
         );
     }
+    if tracing::enabled!(tracing::Level::DEBUG) {
+        let all =
+            body::footprints(&f, &canal, &axis, edge_hu, disc0 + body::SHELL_ABOVE_DISC_HU, 0..f.dims()[0]);
+        tracing::debug!(
+            "coverage at disc+60 {:?}",
+            all.shell.iter().map(|c| (c * 100.0) as i32).collect::<Vec<_>>()
+        );
+    }
     lap("levels");
     let lv = discs::levels(&f, &axis, &profile, f.center[0], &foot_at)?;
     tracing::debug!(?axis, ?lv, edge_hu, shell_hu, "levels");
+    tracing::debug!(
+        "body k {:.1}..{:.1} at the axis, step {step} mm",
+        lv.bottom.at(axis.j, axis.i),
+        lv.top.at(axis.j, axis.i)
+    );
     // Footprints over the body's slices only (the endplate planes' extremes over the frame).
     let [fk, fj, fi] = f.dims();
     let corners = [(0.0, 0.0), (0.0, fi as f64), (fj as f64, 0.0), (fj as f64, fi as f64)];
