@@ -55,23 +55,10 @@ pub fn levels(
     // Only the stretch of the spine inside the scan is segmented; its two end segments may be cut short.
     let first = profile.iter().position(|p| p.is_some()).unwrap_or(0);
     let last = profile.iter().rposition(|p| p.is_some()).map_or(0, |l| l + 1);
-    let plates = plate_profile(f, ax);
-    let seen = &plates[first..last.max(first)];
-    // Where endplates are seen at all, body/disc boundaries sit at them; otherwise (thick slices, heavy
-    // blur) the intensity profile alone decides.
-    let plate_runs = seen.windows(2).filter(|w| w[0] < PLATE_MIN_HU && w[1] >= PLATE_MIN_HU).count()
-        + seen.first().is_some_and(|&p| p >= PLATE_MIN_HU) as usize;
-    let at_plate: Option<Vec<f32>> =
-        (plate_runs >= 2).then(|| seen.iter().map(|&p| (p / PLATE_FULL_HU).min(1.0)).collect());
-    tracing::debug!("plates {:?}", plates.iter().map(|&p| p as i32).collect::<Vec<_>>());
-    let seen_profile = &profile[first..last.max(first)];
-    let mut segs = alternate(seen_profile, t, f.step, at_plate.as_deref());
-    // Endplates seen at too few places to bound bodies and discs of anatomical size: intensity alone.
-    if !segs.iter().any(|s| s.2) {
-        segs = alternate(seen_profile, t, f.step, None);
-    }
-    let segs: Vec<(usize, usize, bool)> =
-        segs.into_iter().map(|(a, b, s)| (a + first, b + first, s)).collect();
+    let segs: Vec<(usize, usize, bool)> = alternate(&profile[first..last.max(first)], t, f.step)
+        .into_iter()
+        .map(|(a, b, s)| (a + first, b + first, s))
+        .collect();
     tracing::debug!("body/disc threshold {t}, segments {segs:?}, level index {kc}");
     let kci = kc.round().max(0.0) as usize;
     let bodies: Vec<usize> = (0..segs.len()).filter(|&s| segs[s].2).collect();
@@ -182,16 +169,7 @@ pub fn levels(
 /// Segments `[a, b)` of the profile, alternating body (true) and disc (false), maximising agreement with
 /// the threshold under anatomical lengths (semi-Markov dynamic programming). Segments touching either end
 /// of the profile may be shorter (partly outside the scan or frame).
-///
-/// With `plates` (endplate evidence per slice in [0, 1]), a boundary is only placed next to an endplate (a
-/// body starts at one and ends at one) and is rewarded by its strength: dark marrow, lysis and cement
-/// change the intensity inside a body but add no endplate. Empty when no such alternation exists.
-fn alternate(
-    profile: &[Option<f32>],
-    t: f32,
-    step: f64,
-    plates: Option<&[f32]>,
-) -> Vec<(usize, usize, bool)> {
+fn alternate(profile: &[Option<f32>], t: f32, step: f64) -> Vec<(usize, usize, bool)> {
     let n = profile.len();
     let len_px = |mm: f64| (mm / step).round().max(1.0) as usize;
     let (bmin, bmax) = (len_px(MIN_BODY_MM), len_px(MAX_BODY_MM));
@@ -219,19 +197,8 @@ fn alternate(
                 if prev == f32::NEG_INFINITY {
                     continue;
                 }
-                // The boundary at `a`: a body's first slice or the slice after a body's last one.
-                let bonus = match plates {
-                    Some(p) if a > 0 => {
-                        let e = if s == 1 { p[a] } else { p[a - 1] };
-                        if e < PLATE_MIN_HU / PLATE_FULL_HU {
-                            continue;
-                        }
-                        PLATE_BONUS * e
-                    }
-                    _ => 0.0,
-                };
                 let seg = cum[k] - cum[a];
-                let v = prev + bonus + if s == 1 { seg } else { -seg };
+                let v = prev + if s == 1 { seg } else { -seg };
                 if v > best[k][s] {
                     best[k][s] = v;
                     back[k][s] = a;
@@ -254,56 +221,3 @@ fn alternate(
     out.reverse();
     out
 }
-
-/// Endplate evidence per slice along the frame axis: endplates are thin cortical plates across the whole
-/// body, so in most columns around the body axis the HU there stands above both sides (a ridge along the
-/// spine), whatever the marrow, lysis or cement do (a cement mass or a dark lesion makes steps, not ridges).
-/// Returns per slice the median over the columns of the ridge height (HU, 0 when none), taking for each
-/// column the strongest ridge within one slice (endplates are domed and the frame slightly tilted).
-pub fn plate_profile(f: &Fine, ax: &BodyAxis) -> Vec<f32> {
-    let [nk, nj, ni] = f.dims();
-    let r = f.px(0.35 * ax.depth_mm);
-    let d = f.px(PLATE_SIDE_MM).round().max(1.0) as usize;
-    let mut cols = Vec::new();
-    for j in ((ax.j - r).floor().max(0.0) as usize)..=((ax.j + r).ceil() as usize).min(nj - 1) {
-        for i in ((ax.i - r).floor().max(0.0) as usize)..=((ax.i + r).ceil() as usize).min(ni - 1) {
-            if (j as f64 - ax.j).powi(2) + (i as f64 - ax.i).powi(2) <= r * r {
-                cols.push((j, i));
-            }
-        }
-    }
-    let mut ridge = vec![vec![0f32; nk]; cols.len()];
-    for (r, &(j, i)) in ridge.iter_mut().zip(cols.iter()) {
-        let v = |k: usize| f.hu[(k, j, i)].min(PLATE_CLIP_HU);
-        for (k, out) in r.iter_mut().enumerate().take(nk.saturating_sub(d)).skip(d) {
-            let (lo, mid, hi) = (v(k - d), v(k), v(k + d));
-            if lo <= OUTSIDE_HU + 1.0 || hi <= OUTSIDE_HU + 1.0 {
-                continue;
-            }
-            *out = (mid - lo).min(mid - hi).max(0.0);
-        }
-    }
-    (0..nk)
-        .map(|k| {
-            let mut v: Vec<f32> = ridge
-                .iter()
-                .map(|r| (k.saturating_sub(1)..=(k + 1).min(nk - 1)).map(|q| r[q]).fold(0.0, f32::max))
-                .collect();
-            quantile(&mut v, 0.5).unwrap_or(0.0)
-        })
-        .collect()
-}
-
-/// Endplate ridges are measured against the HU this far above and below.
-const PLATE_SIDE_MM: f64 = 2.5;
-/// Smoothed HU are clipped here before ridges are measured: a cortical plate stays above it, while a cement
-/// mass (1500–3000 HU, brightest in its middle) becomes a flat top rather than a ridge.
-const PLATE_CLIP_HU: f32 = 700.0;
-/// A median ridge this high marks an endplate clearly (trabecular texture leaves the median near 0 HU, a
-/// thin or blurred endplate gives 20–55 HU); at `PLATE_FULL_HU` the evidence is full. Boundaries are
-/// bound to endplates only when at least two clear ones are seen.
-const PLATE_MIN_HU: f32 = 60.0;
-const PLATE_FULL_HU: f32 = 100.0;
-/// Reward for a boundary at a full endplate, in the units of the intensity score (HU per slice, clipped at
-/// 60): about two slices of disagreement.
-const PLATE_BONUS: f32 = 120.0;
