@@ -47,8 +47,8 @@
 //! most posterior strong fall from cortex to canal content near the body mask (median offset from the
 //! phantom's wall 1.5 mm, 2.4 mm before), but the intact flag is right in only about 60% of cases (the
 //! cortex peak does not separate intact from breached walls). The same phantom scanned supine and prone
-//! agrees to Dice 0.94. One run takes several hundred milliseconds on a 512 x 512 x 40 scan (2 shared
-//! cores), not the 150 ms aimed for.
+//! agrees to Dice 0.94. The benchmark's median on a 512 x 512 x 40 scan is 133–161 ms depending on the
+//! load of the 2 shared cores (goal 150 ms).
 
 pub mod body;
 pub mod canal;
