@@ -17,12 +17,42 @@ struct Stats {
     canal: Vec<f64>,
     wall_right: usize,
     wall_judged: usize,
+    wall_offset: Vec<f64>,
     n: usize,
 }
 
+/// Where the truth body's posterior wall lies relative to ours along our wall normal (mm, positive =
+/// behind ours): the 98th percentile of the truth body's voxels within 6 mm of the midline.
+fn wall_offset_mm(a: &cementleak::anatomy::Anatomy, truth: &cementleak::volume::LabelVolume) -> f64 {
+    let w = &a.posterior_wall;
+    let lateral = a.spine_axis.cross(w.normal);
+    let mut d: Vec<f64> = truth
+        .data
+        .indexed_iter()
+        .filter(|(_, &l)| l == labels::VERTEBRAL_BODY)
+        .map(|((z, y, x), _)| truth.geometry.voxel_to_lps([z, y, x]) - w.point)
+        .filter(|v| v.dot(lateral).abs() < 6.0)
+        .map(|v| v.dot(w.normal))
+        .collect();
+    d.sort_by(f64::total_cmp);
+    d.get(((d.len().max(1) - 1) as f64 * 0.98) as usize).copied().unwrap_or(f64::NAN)
+}
+
+/// The seeds to evaluate: the held-out ones, or `$ANATOMY_SEEDS` ("300..312") while developing.
+fn seeds() -> std::ops::Range<u64> {
+    std::env::var("ANATOMY_SEEDS")
+        .ok()
+        .and_then(|s| {
+            let (a, b) = s.split_once("..")?;
+            Some(a.trim().parse().ok()?..b.trim().parse().ok()?)
+        })
+        .unwrap_or(HELD_OUT)
+}
+
 fn evaluate(matrix: usize, pixel_mm: f64, model_mm: f64) -> Stats {
-    let mut st = Stats { body: vec![], canal: vec![], wall_right: 0, wall_judged: 0, n: 0 };
-    for (i, seed) in HELD_OUT.enumerate() {
+    let mut st =
+        Stats { body: vec![], canal: vec![], wall_right: 0, wall_judged: 0, wall_offset: vec![], n: 0 };
+    for (i, seed) in seeds().enumerate() {
         let mut spec = PhantomSpec::from_seed(seed);
         spec.position = PatientPosition::ALL[i % 4];
         spec.matrix = matrix;
@@ -43,12 +73,14 @@ fn evaluate(matrix: usize, pixel_mm: f64, model_mm: f64) -> Stats {
                     &scan.anatomy.data.mapv(|l| l == labels::CANAL),
                 );
                 let truth_wall = case.summary.posterior_wall_intact;
+                let wall_err = wall_offset_mm(&a, &scan.anatomy);
+                st.wall_offset.push(wall_err);
                 if let Some(w) = a.posterior_wall_intact {
                     st.wall_judged += 1;
                     st.wall_right += (w == truth_wall) as usize;
                 }
                 println!(
-                    "seed {seed} {:?} {:?} {:?}: target {:?}, body Dice {body:.3}, canal Dice {canal:.3}, wall intact {:?} (truth {truth_wall}), {:.0} ms",
+                    "seed {seed} {:?} {:?} {:?}: target {:?}, body Dice {body:.3}, canal Dice {canal:.3}, wall intact {:?} (truth {truth_wall}), truth wall {wall_err:+.1} mm behind ours, {:.0} ms",
                     case.summary.position, case.summary.level, case.summary.lesion, a.target_source, a.posterior_wall_intact, a.timings.total_ms
                 );
                 st.body.push(body);
@@ -74,13 +106,15 @@ fn mean(v: &[f64]) -> f64 {
 /// Prints the phantom metrics; the brief's targets (body Dice >= 0.92, canal Dice >= 0.85, wall flag right in
 /// >= 95% of cases) are checked by `phantom_acceptance`.
 #[test]
-#[ignore = "not met: body Dice 0.655 (goal 0.92), canal Dice 0.608 (0.85), wall flag 7/12 (95%); slow"]
+#[ignore = "not met: body Dice 0.663 (goal 0.92), canal Dice 0.613 (0.85), wall flag 7/12 (95%); slow"]
 fn phantom_acceptance() {
     let st = evaluate(256, 0.8, 1.0);
     let (b, c) = (mean(&st.body), mean(&st.canal));
+    let mut off: Vec<f64> = st.wall_offset.iter().map(|v| v.abs()).collect();
+    off.sort_by(f64::total_cmp);
     println!(
-        "phantoms: {} cases, mean body Dice {b:.3}, mean canal Dice {c:.3}, wall flag right {}/{} judged",
-        st.n, st.wall_right, st.wall_judged
+        "phantoms: {} cases, mean body Dice {b:.3}, mean canal Dice {c:.3}, wall flag right {}/{} judged, median |wall offset| {:.1} mm",
+        st.n, st.wall_right, st.wall_judged, off.get(off.len() / 2).copied().unwrap_or(f64::NAN)
     );
     assert!(b >= 0.92 && c >= 0.85, "body {b:.3} canal {c:.3}");
     assert!(st.wall_right as f64 >= 0.95 * st.n as f64, "wall flag right {}/{}", st.wall_right, st.n);
@@ -158,6 +192,33 @@ fn phantom_overlay() {
                 case.summary.position, case.summary.level, case.summary.lesion, &fp_as[..5], &fn_as[..5]
             );
         }
+        // Extent of each body along the spine axis (5th..95th percentile, mm from our centroid): levels.
+        let extent = |m: &cementleak::volume::LabelVolume| {
+            let mut t: Vec<f64> = m
+                .data
+                .indexed_iter()
+                .filter(|(_, &l)| l == labels::VERTEBRAL_BODY)
+                .map(|((z, y, x), _)| (m.geometry.voxel_to_lps([z, y, x]) - c).dot(a.spine_axis))
+                .collect();
+            t.sort_by(f64::total_cmp);
+            let q = |f: f64| t.get(((t.len().max(1) - 1) as f64 * f) as usize).copied().unwrap_or(f64::NAN);
+            (q(0.05), q(0.95))
+        };
+        let (o, t) = (extent(&a.labels), extent(&scan.anatomy));
+        let mid =
+            a.endplates.superior.point + (a.endplates.inferior.point - a.endplates.superior.point) * 0.5;
+        let off = (c - mid).dot(a.spine_axis);
+        println!(
+            "seed {seed}: truth body {:.1}..{:.1} mm from the endplates' midpoint (ours {:.1}..{:.1})",
+            t.0 + off,
+            t.1 + off,
+            o.0 + off,
+            o.1 + off
+        );
+        println!(
+            "seed {seed}: body along the spine ours {:.1}..{:.1} truth {:.1}..{:.1} mm; wall to truth canal",
+            o.0, o.1, t.0, t.1
+        );
         println!(
             "seed {seed}: wall {:?} (truth {}) defect {:.2} largest {:.1} mm2, body {:.1} mL",
             a.posterior_wall_intact,
@@ -171,7 +232,7 @@ fn phantom_overlay() {
 
 /// The same phantom patient scanned supine and prone: our labels agree in patient space.
 #[test]
-#[ignore = "not met on seed 9301: body 0.893, canal 0.934 (goal 0.98; same with the session-start segmentation); slow"]
+#[ignore = "not met on seed 9301: body 0.942, canal 0.936 (goal 0.98); slow"]
 fn phantom_supine_and_prone_agree() {
     let mut scans = Vec::new();
     for pos in [PatientPosition::Hfs, PatientPosition::Hfp] {

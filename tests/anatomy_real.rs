@@ -12,11 +12,11 @@ use ndarray::Array3;
 const LUMBAR: [(&str, u8); 5] = [("L1", 31), ("L2", 30), ("L3", 29), ("L4", 28), ("L5", 27)];
 
 /// Full acceptance criteria for L1–L5 (body Dice >= 0.85, volume within 15% of spine_report.json, disc
-/// Dice >= 0.6). NOT MET yet: volumes run 22–30% above the report (6–16% above the reference masks, which are
+/// Dice >= 0.6). NOT MET yet: volumes run 22–33% above the report (6–19% above the reference masks, which are
 /// themselves 13–22% above the report) and L5 fails (lumbosacral tilt: body Dice 0.47, disc Dice 0.13).
 /// Run with `--ignored`.
 #[test]
-#[ignore = "not met: volumes +22..+30% vs spine_report (goal 15%), L5 body Dice 0.47; see the doc comment"]
+#[ignore = "not met: volumes +22..+33% vs spine_report (goal 15%), L5 body Dice 0.47; see the doc comment"]
 fn trunk_lumbar_levels_acceptance() {
     trunk_levels(&["L1", "L2", "L3", "L4", "L5"], true);
 }

@@ -12,6 +12,9 @@ use rayon::prelude::*;
 /// Canal cross-sections range from about 100 mm² (thoracic) to 350 mm² (lumbar); allow lesions and blur.
 const MIN_AREA_MM2: f64 = 40.0;
 const MAX_AREA_MM2: f64 = 900.0;
+/// The canal's anterior-posterior diameter stays under this (thoracic 14–17 mm, lumbar 15–20 mm): a deeper
+/// hole has merged with something else.
+const MAX_DEPTH_MM: f64 = 25.0;
 /// Gaps of the bone ring under 2 x this are bridged (streaks, thin cortex, partial volume).
 const RING_CLOSE_MM: f64 = 2.0;
 /// Foramina reach this far beyond the canal's side walls.
@@ -44,7 +47,11 @@ pub fn segment(f: &Fine, dense_hu: f32) -> Canal {
             let hole = ndarray::Zip::from(&filled).and(&c).map_collect(|&a, &b| a && !b);
             let comp = component_at(&hole, seed, f.px(8.0));
             let n = comp.iter().filter(|&&b| b).count() as f64 * px_area;
-            (MIN_AREA_MM2..=MAX_AREA_MM2).contains(&n).then_some(comp)
+            // A hole deeper than any canal is the canal merged with a dark (lytic, osteoporotic) body
+            // through a thin or breached posterior wall: that slice takes the canal's usual shape instead.
+            let (j0, j1) = extent(&comp, 0);
+            let deep = (j1 - j0 + 1.0) * f.step > MAX_DEPTH_MM;
+            ((MIN_AREA_MM2..=MAX_AREA_MM2).contains(&n) && !deep).then_some(comp)
         })
         .collect();
     // Reject enclosed holes much larger than the typical one (canal merged with a lytic body or a breach).

@@ -18,6 +18,11 @@ const CORTEX_ABOVE_MARROW_HU: f32 = 100.0;
 const MAX_GAP_MM2: f64 = 25.0;
 /// Posterior bulge beyond the wall's median position that counts as retropulsion.
 const BULGE_MM: f64 = 3.0;
+/// The wall surface is searched from this far inside the body mask's last voxel to this far behind it.
+const EDGE_BEFORE_MM: f64 = 1.5;
+const EDGE_AFTER_MM: f64 = 4.0;
+/// Cortex after the frame's smoothing stays under this; cement above it is flattened for the wall search.
+const WALL_CLIP_HU: f32 = 700.0;
 /// Coarsest voxel (in-plane, slice) at which a cortex can be judged.
 const MAX_JUDGE_VOXEL_MM: (f64, f64) = (1.2, 3.0);
 
@@ -67,10 +72,28 @@ pub fn derive(
         return None;
     }
     let mut grid = Array2::<f64>::from_elem((k1 - k0 + 1, i1 - i0 + 1), f64::NAN);
+    let (before, after) = (f.px(EDGE_BEFORE_MM).ceil() as usize, f.px(EDGE_AFTER_MM).ceil() as usize);
     for k in k0..=k1 {
         for i in i0..=i1 {
             if let Some(j) = (0..nj).rev().find(|&j| body[(k, j, i)]) {
-                grid[(k - k0, i - i0)] = j as f64;
+                // The body mask stops short of the canal (threshold contour, canal margin): the wall is
+                // the steepest fall from cortex to canal content near the mask's last voxel.
+                let lo = j.saturating_sub(before);
+                let hi = (j + after).min(nj - 1);
+                // Cement against the wall makes a larger fall inside the body: the wall is the most
+                // posterior of the strong falls.
+                // Values are clipped to the range between canal content and cortex: the fall from an
+                // epidural vein to fat, or from cement to marrow, counts no more than that range allows.
+                let v = |q: usize| f.hu[(k, q, i)].clamp(0.0, WALL_CLIP_HU);
+                let falls: Vec<(f32, usize)> = (lo..hi).map(|q| (v(q) - v(q + 1), q)).collect();
+                let strongest = falls.iter().map(|d| d.0).fold(0.0f32, f32::max);
+                let wall_q = falls
+                    .iter()
+                    .rev()
+                    .find(|(d, _)| strongest > 0.0 && *d >= 0.5 * strongest)
+                    .map(|&(_, q)| q);
+                // `grid` holds the index of the body's last voxel before the wall surface.
+                grid[(k - k0, i - i0)] = wall_q.map_or(j as f64, |q| q as f64);
             }
         }
     }
@@ -83,9 +106,9 @@ pub fn derive(
     let mut defect = Array2::<bool>::from_elem(grid.dim(), false);
     let mut bulge = Array2::<bool>::from_elem(grid.dim(), false);
     let (mut n, mut nd) = (0usize, 0usize);
-    let back = f.px(2.0).ceil() as isize;
-    // The body mask stops short of the canal (partial volume, the canal margin), so look past it.
-    let fwd = f.px(3.0).ceil() as isize;
+    // The cortex lies just in front of the surface.
+    let back = f.px(2.5).ceil() as isize;
+    let fwd = f.px(1.0).ceil() as isize;
     for ((a, b), &j) in grid.indexed_iter() {
         if !j.is_finite() {
             continue;
