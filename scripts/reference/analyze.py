@@ -179,8 +179,11 @@ def main(argv=None) -> int:
 
     g = scan.geometry
     t = time.perf_counter()
+    # As in Rust: the anatomy comes from the baseline (no cement to confuse it) when there is one on the
+    # scan's grid; the Rust carry through the registration is left out (it is a resampling of labels).
+    seg = base if base is not None and base.hu.shape == scan.hu.shape else scan
     try:
-        anat = anatomy.segment(scan.hu, g)
+        anat = anatomy.segment(seg.hu, seg.geometry)
     except anatomy.AnatomyError as e:
         anat = None
         warnings.append(f"{e}; leaks could not be assessed")
