@@ -8,6 +8,9 @@
 //! analysis.labels   // spec label map on the scan grid: 1-4 anatomy, 10 cement, 11-14 leaks by site, 20 metal
 //! ```
 //!
+//! Locating the cement (anatomy, cement, carry/resplit, reclaim/escape) is [`locate::locate`], a function of
+//! its own because the training-patch export (`cementleak patches`) must call exactly the same code.
+//!
 //! Decisions:
 //! - With a baseline, the anatomy is segmented on the **baseline** (needle in place, no cement), not on the
 //!   scan: cement cannot be swallowed into the body or make the canal look like bone there. Its labels and
@@ -32,25 +35,26 @@
 pub mod carry;
 pub mod escape;
 pub mod key_images;
+pub mod locate;
 pub mod measure;
 pub mod reclaim;
 pub mod resplit;
 
 use crate::alert::{decide, Alert, AlertLevel, AlertPolicy, LeakObservation};
-use crate::anatomy::{segment, Anatomy, AnatomyError, TargetHint};
-use crate::cement::{
-    detect, CementComponent, CementError, CementFindings, CementInputs, CementParams, RigidTransform,
-};
+use crate::anatomy::{Anatomy, AnatomyError, TargetHint};
+use crate::cement::{CementComponent, CementError, CementFindings, CementParams};
 use crate::leaks::classify::{fuse, Verdict};
 use crate::leaks::model::LeakModel;
 use crate::leaks::patch::extract_patch;
-use crate::leaks::rules::{RuleOpinion, SiteFrame};
+use crate::leaks::rules::RuleOpinion;
 use crate::leaks::{ModelOpinion, Site};
 use crate::load::Scan;
 use crate::report::{
     CementReport, Generator, Inputs, LeakReport, Report, SeriesRef, VertebraReport, SCHEMA_ID,
 };
 use crate::volume::{labels, LabelVolume, Lps};
+use locate::ms;
+pub use locate::{locate, LocateInputs, Located, Location};
 use std::collections::BTreeMap;
 use std::time::Instant;
 
@@ -110,10 +114,6 @@ pub struct Analyzer {
     params: CementParams,
 }
 
-fn ms(t: Instant) -> f64 {
-    (t.elapsed().as_secs_f64() * 1e5).round() / 100.0
-}
-
 fn round(v: f64, places: i32) -> f64 {
     let f = 10f64.powi(places);
     (v * f).round() / f
@@ -148,113 +148,23 @@ impl Analyzer {
             previous: inputs.previous.map(SeriesRef::of),
         };
 
-        let t = Instant::now();
-        // Anatomy on the baseline when there is one (see the module documentation), else on the scan.
-        let on_baseline = match inputs.baseline {
-            Some(b) => match segment(&b.volume, inputs.hint) {
-                Ok(a) => Some(a),
-                Err(e) => {
-                    warnings.push(format!("anatomy not found on the baseline ({e}); segmented on the scan"));
-                    None
-                }
-            },
-            None => {
-                warnings.push(
-                    "no baseline scan: anatomy segmented on the scan itself, where cement can make a leak look \
-                     like part of the vertebral body"
-                        .into(),
-                );
-                None
+        let (anatomy, findings, frame) = match locate(&LocateInputs::of(inputs), &self.params)? {
+            Location::Found(l) => {
+                let Located { anatomy, findings, frame, warnings: w, timing_ms } = *l;
+                warnings.extend(w);
+                timing.extend(timing_ms);
+                (anatomy, findings, frame)
+            }
+            Location::NotFound { why, warnings: w, timing_ms } => {
+                warnings.extend(w);
+                timing.extend(timing_ms);
+                timing.insert("total".to_string(), ms(t_all));
+                return Ok(self.not_found(scan, generator, input, timing, warnings, &why));
             }
         };
-        let shape = scan.volume.shape();
-        let mut anatomy = match on_baseline.as_ref() {
-            Some(base) => carry::carry(base, scan.volume.geometry, shape, &RigidTransform::identity()),
-            None => match segment(&scan.volume, inputs.hint) {
-                Ok(a) => a,
-                Err(AnatomyError::BadInput(why)) => return Err(AnalyzeError::BadInput(why)),
-                Err(e @ (AnatomyError::NoSpine(_) | AnatomyError::NoBody(_))) => {
-                    timing.insert("anatomy".to_string(), ms(t));
-                    timing.insert("total".to_string(), ms(t_all));
-                    warnings.push(format!("{e}; leaks could not be assessed"));
-                    return Ok(self.not_found(scan, generator, input, timing, warnings, &e));
-                }
-            },
-        };
-        let filled = carry::fill_body_holes(&mut anatomy.labels);
-        if filled > 0 {
-            tracing::debug!(filled, "cavities inside the vertebral body taken as body");
-        }
-        timing.insert("anatomy".to_string(), ms(t));
-        warnings.extend(anatomy.warnings.iter().cloned());
-        tracing::info!(centroid = %anatomy.body_centroid, volume_ml = anatomy.body_volume_ml, "anatomy");
-
-        let t = Instant::now();
-        let body_of = |a: &Anatomy| {
-            crate::volume::Volume::new(a.labels.data.mapv(|l| l == labels::VERTEBRAL_BODY), a.labels.geometry)
-        };
-        let body = body_of(&anatomy);
-        let cement_inputs = CementInputs {
-            scan: &scan.volume,
-            baseline: inputs.baseline.map(|s| &s.volume),
-            previous: inputs.previous.map(|s| &s.volume),
-            body: &body,
-        };
-        let mut findings = detect(&cement_inputs, &self.params).map_err(|e| match e {
-            CementError::BadGeometry => AnalyzeError::BadInput(e.to_string()),
-            e => AnalyzeError::Cement(e),
-        })?;
-        // The baseline's anatomy moved with the patient: carried through the registration, and the cement
-        // split again on the body where it now is.
-        if let (Some(base), Some(reg)) = (on_baseline.as_ref(), findings.baseline_registration) {
-            let motion = carry::largest_motion_mm(&base.labels, &reg);
-            let min_spacing = scan.volume.geometry.spacing.zyx().into_iter().fold(f64::MAX, f64::min);
-            if motion > 0.25 * min_spacing {
-                anatomy = carry::carry(base, scan.volume.geometry, shape, &reg);
-                carry::fill_body_holes(&mut anatomy.labels);
-                let r = resplit::resplit(
-                    &mut findings,
-                    &body_of(&anatomy),
-                    self.params.body_tolerance_mm,
-                    self.params.min_leak_ml,
-                    &scan.volume,
-                    inputs.previous.map(|s| &s.volume),
-                );
-                tracing::info!(motion, ?r, "baseline anatomy carried through the registration");
-            }
-        }
-        timing.insert("cement".to_string(), ms(t));
-        warnings.extend(findings.warnings.iter().cloned());
-        tracing::info!(
-            intravertebral_ml = findings.intravertebral_ml,
-            leaks = findings.leaks.len(),
-            "cement"
-        );
-
-        let t = Instant::now();
-        let frame = SiteFrame::new(&anatomy);
-        let (reclaimed, reclaimed_ml) =
-            reclaim::reclaim(&mut findings, &frame, &anatomy.labels, inputs.baseline.map(|s| &s.volume));
-        if reclaimed > 0 {
-            warnings.push(format!(
-                "{reclaimed} cement component(s) ({reclaimed_ml:.3} mL) outside the body mask but inside the \
-                 baseline's cortex were counted as intravertebral; the body outline may be too small there"
-            ));
-        }
-        let escaped = escape::split_escaped(
-            &mut findings,
-            &frame,
-            &scan.volume,
-            inputs.baseline.map(|s| &s.volume),
-            inputs.previous.map(|s| &s.volume),
-            self.params.min_leak_ml,
-        );
-        if escaped > 0 {
-            warnings.push(format!(
-                "{escaped} cement component(s) inside the body mask but behind the posterior wall were reported \
-                 as leaks; the vertebral body outline may include the canal there"
-            ));
-        }
+        // The leak stage's time includes locate's reclaim/escape part.
+        let t_leaks = Instant::now();
+        let located_leaks_ms = timing.get("leaks").copied().unwrap_or(0.0);
         let models = self.model_opinions(&scan.volume, &anatomy, &findings, &mut warnings);
         let opinions: Vec<(RuleOpinion, Option<ModelOpinion>)> =
             findings.leaks.iter().zip(models).map(|(c, m)| (frame.classify(&anatomy.labels, c), m)).collect();
@@ -273,7 +183,7 @@ impl Analyzer {
             let id = leaks.len() as u32 + 1;
             leaks.push(LeakFinding { id, component: component.clone(), rule, model, verdict });
         }
-        timing.insert("leaks".to_string(), ms(t));
+        timing.insert("leaks".to_string(), round(located_leaks_ms + ms(t_leaks), 2));
 
         let t = Instant::now();
         let wall_mm = measure::posterior_wall_distance_mm(&findings.intravertebral, &anatomy.posterior_wall);
