@@ -142,25 +142,8 @@ pub fn split_escaped(
         return 0;
     }
     let voxel_ml = g.spacing.voxel_volume_ml();
-    let mut seen = HashSet::new();
     let mut moved = 0;
-    let mut starts: Vec<[usize; 3]> = escaped.iter().copied().collect();
-    starts.sort_unstable();
-    for start in starts {
-        if !seen.insert(start) {
-            continue;
-        }
-        let mut comp = vec![start];
-        let mut i = 0;
-        while i < comp.len() {
-            let v = comp[i];
-            i += 1;
-            for d in neighbours26(v) {
-                if escaped.contains(&d) && seen.insert(d) {
-                    comp.push(d);
-                }
-            }
-        }
+    for comp in super::voxels::components26(&escaped) {
         let volume_ml = comp.len() as f64 * voxel_ml;
         if volume_ml < min_leak_ml {
             continue;
@@ -204,15 +187,4 @@ pub fn split_escaped(
         moved += 1;
     }
     moved
-}
-
-pub(crate) fn neighbours26(v: [usize; 3]) -> impl Iterator<Item = [usize; 3]> {
-    (0..27).filter(|&k| k != 13).filter_map(move |k| {
-        let d = [k / 9, (k / 3) % 3, k % 3];
-        let mut out = [0usize; 3];
-        for a in 0..3 {
-            out[a] = (v[a] + d[a]).checked_sub(1)?;
-        }
-        Some(out)
-    })
 }

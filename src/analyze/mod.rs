@@ -39,6 +39,7 @@ pub mod locate;
 pub mod measure;
 pub mod reclaim;
 pub mod resplit;
+mod voxels;
 
 use crate::alert::{decide, Alert, AlertLevel, AlertPolicy, LeakObservation};
 use crate::anatomy::{Anatomy, AnatomyError, TargetHint};

@@ -80,24 +80,9 @@ pub fn resplit(
         return stats;
     }
     let outside: HashSet<[usize; 3]> = voxels.iter().copied().filter(|v| !region.contains(v)).collect();
-    let mut seen = HashSet::new();
     let mut leaks = Vec::new();
     let old: Vec<Vec<[usize; 3]>> = findings.leaks.iter().map(|c| sorted(c.voxels.clone())).collect();
-    for &start in &voxels {
-        if !outside.contains(&start) || !seen.insert(start) {
-            continue;
-        }
-        let mut comp = vec![start];
-        let mut i = 0;
-        while i < comp.len() {
-            let v = comp[i];
-            i += 1;
-            for d in super::escape::neighbours26(v) {
-                if outside.contains(&d) && seen.insert(d) {
-                    comp.push(d);
-                }
-            }
-        }
+    for comp in super::voxels::components26(&outside) {
         let comp = sorted(comp);
         let volume_ml: f64 = comp.iter().map(|v| part[v].1).sum();
         if volume_ml < min_leak_ml {
@@ -122,7 +107,7 @@ pub fn resplit(
             max_hu = max_hu.max(scan.data.get(*v).copied().unwrap_or(f32::MIN));
         }
         let touches_body = comp.iter().any(|v| {
-            super::escape::neighbours26(*v).any(|d| region.contains(&d) || body.data.get(d) == Some(&true))
+            super::voxels::neighbours26(*v).any(|d| region.contains(&d) || body.data.get(d) == Some(&true))
         });
         let previous_ml = previous.map(|p| previous_ml(findings, p, &comp));
         leaks.push(CementComponent {
