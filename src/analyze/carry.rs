@@ -90,21 +90,7 @@ pub fn carry_labels(
 /// threshold on a baseline without cement) become body: the body is a solid, and the canal or a disc is never
 /// surrounded by the body alone within one plane. Returns how many voxels changed.
 pub fn fill_body_holes(labels: &mut LabelVolume) -> usize {
-    let body_box = {
-        let (mut lo, mut hi) = ([usize::MAX; 3], [0usize; 3]);
-        for ((z, y, x), &l) in labels.data.indexed_iter() {
-            if l == labels::VERTEBRAL_BODY {
-                for (a, c) in [z, y, x].into_iter().enumerate() {
-                    lo[a] = lo[a].min(c);
-                    hi[a] = hi[a].max(c);
-                }
-            }
-        }
-        if lo[0] == usize::MAX {
-            return 0;
-        }
-        (lo, hi)
-    };
+    let Some(body_box) = label_box(labels, |l| l == labels::VERTEBRAL_BODY) else { return 0 };
     let (lo, hi) = body_box;
     let (h, w) = (hi[1] - lo[1] + 1, hi[2] - lo[2] + 1);
     let mut changed = 0;
@@ -151,20 +137,37 @@ pub fn fill_body_holes(labels: &mut LabelVolume) -> usize {
     changed
 }
 
+/// Inclusive index box of the voxels whose label passes `keep`. Slices are scanned in parallel over their
+/// contiguous rows: this runs on whole scans (tens of millions of voxels) several times per analysis.
+fn label_box(v: &LabelVolume, keep: impl Fn(u8) -> bool + Sync) -> Option<([usize; 3], [usize; 3])> {
+    let merge = |a: Option<([usize; 3], [usize; 3])>, b: Option<([usize; 3], [usize; 3])>| match (a, b) {
+        (Some((alo, ahi)), Some((blo, bhi))) => {
+            Some(([0, 1, 2].map(|k| alo[k].min(blo[k])), [0, 1, 2].map(|k| ahi[k].max(bhi[k]))))
+        }
+        (a, None) => a,
+        (None, b) => b,
+    };
+    v.data
+        .axis_iter(Axis(0))
+        .into_par_iter()
+        .enumerate()
+        .map(|(z, plane)| {
+            let mut found = None;
+            for (y, row) in plane.outer_iter().enumerate() {
+                let first = row.iter().position(|&l| keep(l));
+                if let Some(x0) = first {
+                    let x1 = row.len() - 1 - row.iter().rev().position(|&l| keep(l)).unwrap_or(0);
+                    found = merge(found, Some(([z, y, x0], [z, y, x1])));
+                }
+            }
+            found
+        })
+        .reduce(|| None, merge)
+}
+
 /// Inclusive index box of the non-background labels.
 fn labelled_box(v: &LabelVolume) -> Option<([usize; 3], [usize; 3])> {
-    let (mut lo, mut hi) = ([usize::MAX; 3], [0usize; 3]);
-    let mut any = false;
-    for ((z, y, x), &l) in v.data.indexed_iter() {
-        if l != labels::BACKGROUND {
-            any = true;
-            for (a, c) in [z, y, x].into_iter().enumerate() {
-                lo[a] = lo[a].min(c);
-                hi[a] = hi[a].max(c);
-            }
-        }
-    }
-    any.then_some((lo, hi))
+    label_box(v, |l| l != labels::BACKGROUND)
 }
 
 /// Largest displacement (mm) the map gives any corner of the labelled box: whether carrying is needed.
