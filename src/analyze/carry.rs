@@ -46,6 +46,10 @@ pub fn carry_labels(
     shape: [usize; 3],
     scan_to_base: &RigidTransform,
 ) -> LabelVolume {
+    // The usual case: baseline and scan on one grid, no motion. Then every voxel maps onto itself.
+    if *scan_to_base == RigidTransform::identity() && src.geometry == geometry && src.shape() == shape {
+        return src.clone();
+    }
     let mut out: LabelVolume =
         Volume::new(Array3::from_elem((shape[0], shape[1], shape[2]), labels::BACKGROUND), geometry);
     let Some((lo, hi)) = labelled_box(src) else { return out };
@@ -222,5 +226,14 @@ mod tests {
         assert_eq!(out.data[[5, 5, 8]], labels::VERTEBRAL_BODY);
         assert_eq!(out.data.iter().filter(|l| **l != 0).count(), 1);
         assert!((largest_motion_mm(&src, &t) - 3.0).abs() < 1e-9);
+        // No motion on the same grid is a copy; on another grid it is still a resampling.
+        let same = carry_labels(&src, g, [10, 20, 20], &RigidTransform::identity());
+        assert_eq!(same.data, src.data);
+        let g2 = Geometry::axial_hfs(Lps([0.0; 3]), Spacing { slice: 2.0, row: 1.0, column: 1.0 });
+        let mut src4 = src.clone();
+        src4.data[[4, 5, 5]] = labels::VERTEBRAL_BODY;
+        let coarse = carry_labels(&src4, g2, [5, 20, 20], &RigidTransform::identity());
+        assert_eq!(coarse.data[[2, 5, 5]], labels::VERTEBRAL_BODY);
+        assert_eq!(coarse.data.iter().filter(|l| **l != 0).count(), 1);
     }
 }
