@@ -5,10 +5,11 @@
 //! with the patient (the cement stage's baseline registration), so sites and the wall distance are judged
 //! where the anatomy is on the scan.
 
+use crate::anatomy::morphology::fill_holes;
 use crate::anatomy::{Anatomy, Plane};
 use crate::cement::RigidTransform;
 use crate::volume::{labels, Geometry, LabelVolume, Lps, Vec3, Volume};
-use ndarray::{Array3, Axis};
+use ndarray::{s, Array3, Axis, Zip};
 use rayon::prelude::*;
 
 /// `base` (on the baseline's grid) on the scan grid (`geometry`, `shape`). `scan_to_base` maps a scan LPS
@@ -96,47 +97,17 @@ pub fn carry_labels(
 pub fn fill_body_holes(labels: &mut LabelVolume) -> usize {
     let Some(body_box) = label_box(labels, |l| l == labels::VERTEBRAL_BODY) else { return 0 };
     let (lo, hi) = body_box;
-    let (h, w) = (hi[1] - lo[1] + 1, hi[2] - lo[2] + 1);
     let mut changed = 0;
     for z in lo[0]..=hi[0] {
-        // Flood the slice's box from its border through everything that is not body (4-connected).
-        let body = |y: usize, x: usize| labels.data[[z, lo[1] + y, lo[2] + x]] == labels::VERTEBRAL_BODY;
-        let mut outside = vec![false; h * w];
-        let mut stack: Vec<(usize, usize)> = Vec::new();
-        for y in 0..h {
-            for x in 0..w {
-                if (y == 0 || x == 0 || y == h - 1 || x == w - 1) && !body(y, x) {
-                    outside[y * w + x] = true;
-                    stack.push((y, x));
-                }
+        let mut plane = labels.data.slice_mut(s![z, lo[1]..=hi[1], lo[2]..=hi[2]]);
+        let body = plane.mapv(|l| l == labels::VERTEBRAL_BODY);
+        let filled = fill_holes(&body);
+        Zip::from(&mut plane).and(&body).and(&filled).for_each(|l, &was, &now| {
+            if now && !was {
+                *l = labels::VERTEBRAL_BODY;
+                changed += 1;
             }
-        }
-        while let Some((y, x)) = stack.pop() {
-            let mut visit = |yy: usize, xx: usize| {
-                if !outside[yy * w + xx] && !body(yy, xx) {
-                    outside[yy * w + xx] = true;
-                    stack.push((yy, xx));
-                }
-            };
-            if y > 0 {
-                visit(y - 1, x);
-            }
-            if y + 1 < h {
-                visit(y + 1, x);
-            }
-            if x > 0 {
-                visit(y, x - 1);
-            }
-            if x + 1 < w {
-                visit(y, x + 1);
-            }
-        }
-        let holes: Vec<(usize, usize)> =
-            (0..h * w).map(|i| (i / w, i % w)).filter(|&(y, x)| !outside[y * w + x] && !body(y, x)).collect();
-        for (y, x) in holes {
-            labels.data[[z, lo[1] + y, lo[2] + x]] = labels::VERTEBRAL_BODY;
-            changed += 1;
-        }
+        });
     }
     changed
 }
