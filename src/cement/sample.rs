@@ -49,16 +49,27 @@ impl<'a> Sampler<'a> {
         Some((i0, i0 + 1, u - i0 as f64))
     }
 
-    /// Interpolated value and its gradient in HU per LPS millimetre.
-    pub fn value_grad(&self, p: Lps) -> Option<(f64, [f64; 3])> {
-        let u = self.index_of(p);
+    /// The 8 stored values of the interpolation cell around a continuous index, corner `k` taking the upper
+    /// index along z when bit 2 is set, along y for bit 1, along x for bit 0; and the upper corners' weights
+    /// `[fz, fy, fx]`. `None` outside the volume.
+    fn corners(&self, u: [f64; 3]) -> Option<([f32; 8], [f64; 3])> {
         let (z0, z1, fz) = Self::cell(u[0], self.shape[0])?;
         let (y0, y1, fy) = Self::cell(u[1], self.shape[1])?;
         let (x0, x1, fx) = Self::cell(u[2], self.shape[2])?;
         let (ny, nx) = (self.shape[1], self.shape[2]);
-        let at = |z: usize, y: usize, x: usize| self.data[(z * ny + y) * nx + x] as f64;
-        let (c000, c001, c010, c011) = (at(z0, y0, x0), at(z0, y0, x1), at(z0, y1, x0), at(z0, y1, x1));
-        let (c100, c101, c110, c111) = (at(z1, y0, x0), at(z1, y0, x1), at(z1, y1, x0), at(z1, y1, x1));
+        let corner = |k: usize| {
+            let z = if k & 4 == 0 { z0 } else { z1 };
+            let y = if k & 2 == 0 { y0 } else { y1 };
+            let x = if k & 1 == 0 { x0 } else { x1 };
+            self.data[(z * ny + y) * nx + x]
+        };
+        Some((std::array::from_fn(corner), [fz, fy, fx]))
+    }
+
+    /// Interpolated value and its gradient in HU per LPS millimetre.
+    pub fn value_grad(&self, p: Lps) -> Option<(f64, [f64; 3])> {
+        let (c, [fz, fy, fx]) = self.corners(self.index_of(p))?;
+        let [c000, c001, c010, c011, c100, c101, c110, c111] = c.map(f64::from);
         let c00 = c000 + (c001 - c000) * fx;
         let c01 = c010 + (c011 - c010) * fx;
         let c10 = c100 + (c101 - c100) * fx;
@@ -87,15 +98,11 @@ impl<'a> Sampler<'a> {
     /// Trilinear value at a continuous index, and the largest stored value among the corners that carry
     /// more than 2% of the weight.
     pub fn value_and_max_at_index(&self, u: [f64; 3]) -> Option<(f32, f32)> {
-        let (z0, z1, fz) = Self::cell(u[0], self.shape[0])?;
-        let (y0, y1, fy) = Self::cell(u[1], self.shape[1])?;
-        let (x0, x1, fx) = Self::cell(u[2], self.shape[2])?;
-        let (ny, nx) = (self.shape[1], self.shape[2]);
-        let at = |z: usize, y: usize, x: usize| self.data[(z * ny + y) * nx + x];
+        let (k, [fz, fy, fx]) = self.corners(u)?;
         let (fx, fy, fz) = (fx as f32, fy as f32, fz as f32);
         let lerp = |a: f32, b: f32, t: f32| a + (b - a) * t;
-        let c = [at(z0, y0, x0), at(z0, y0, x1), at(z0, y1, x0), at(z0, y1, x1)];
-        let d = [at(z1, y0, x0), at(z1, y0, x1), at(z1, y1, x0), at(z1, y1, x1)];
+        let c = [k[0], k[1], k[2], k[3]];
+        let d = [k[4], k[5], k[6], k[7]];
         let c0 = lerp(lerp(c[0], c[1], fx), lerp(c[2], c[3], fx), fy);
         let c1 = lerp(lerp(d[0], d[1], fx), lerp(d[2], d[3], fx), fy);
         const MIN_W: f32 = 0.02;
@@ -116,15 +123,11 @@ impl<'a> Sampler<'a> {
 
     /// Trilinear value at a continuous index of this volume.
     pub fn value_at_index(&self, u: [f64; 3]) -> Option<f32> {
-        let (z0, z1, fz) = Self::cell(u[0], self.shape[0])?;
-        let (y0, y1, fy) = Self::cell(u[1], self.shape[1])?;
-        let (x0, x1, fx) = Self::cell(u[2], self.shape[2])?;
-        let (ny, nx) = (self.shape[1], self.shape[2]);
-        let at = |z: usize, y: usize, x: usize| self.data[(z * ny + y) * nx + x];
+        let (c, [fz, fy, fx]) = self.corners(u)?;
         let (fx, fy, fz) = (fx as f32, fy as f32, fz as f32);
         let lerp = |a: f32, b: f32, t: f32| a + (b - a) * t;
-        let c0 = lerp(lerp(at(z0, y0, x0), at(z0, y0, x1), fx), lerp(at(z0, y1, x0), at(z0, y1, x1), fx), fy);
-        let c1 = lerp(lerp(at(z1, y0, x0), at(z1, y0, x1), fx), lerp(at(z1, y1, x0), at(z1, y1, x1), fx), fy);
+        let c0 = lerp(lerp(c[0], c[1], fx), lerp(c[2], c[3], fx), fy);
+        let c1 = lerp(lerp(c[4], c[5], fx), lerp(c[6], c[7], fx), fy);
         Some(lerp(c0, c1, fz))
     }
 }
