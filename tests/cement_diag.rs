@@ -9,7 +9,7 @@ use cementleak::cement::{detect, CementInputs, CementParams};
 use cementleak::leaks::Site;
 use cementleak::phantom::{generate_case, PhantomSpec};
 use cementleak::render::{self, Plane, View, Window};
-use cementleak::volume::{labels, Lps, PatientPosition, Volume};
+use cementleak::volume::{labels, Lps, PatientPosition};
 use std::collections::BTreeMap;
 
 fn spec(seed: u64, position: PatientPosition, sites: Vec<Site>) -> PhantomSpec {
@@ -50,11 +50,10 @@ fn diagnose_phantom_false_leaks() {
         let base = &case.scans[0];
         for k in 1..case.scans.len() {
             let scan = &case.scans[k];
-            let truth_body =
-                Volume::new(scan.anatomy.data.mapv(|l| l == labels::VERTEBRAL_BODY), scan.ct.geometry);
+            let truth_body = scan.anatomy.mask_of(labels::VERTEBRAL_BODY);
             let body = if use_anatomy {
                 let a = segment(&scan.ct, TargetHint::Auto).expect("anatomy");
-                Volume::new(a.labels.data.mapv(|l| l == labels::VERTEBRAL_BODY), scan.ct.geometry)
+                a.labels.mask_of(labels::VERTEBRAL_BODY)
             } else {
                 truth_body.clone()
             };
@@ -206,7 +205,7 @@ fn diagnose_far_cement() {
         let base = &case.scans[0];
         for k in 1..case.scans.len() {
             let scan = &case.scans[k];
-            let body = Volume::new(scan.anatomy.data.mapv(|l| l == labels::VERTEBRAL_BODY), scan.ct.geometry);
+            let body = scan.anatomy.mask_of(labels::VERTEBRAL_BODY);
             let inputs = CementInputs {
                 scan: &scan.ct,
                 baseline: Some(&base.ct),

@@ -7,7 +7,7 @@ mod common;
 use cementleak::cement::{detect, CementFindings, CementInputs, CementParams};
 use cementleak::leaks::Site;
 use cementleak::phantom::{generate_case, PhantomCase, ThermocouplePlace};
-use cementleak::volume::{labels, Mask, PatientPosition, Volume};
+use cementleak::volume::{labels, Mask, PatientPosition};
 
 fn case(
     seed: u64,
@@ -34,7 +34,7 @@ fn seeds(from: u64, n: u64) -> std::ops::Range<u64> {
 
 fn no_baseline(pc: &PhantomCase, k: usize) -> CementFindings {
     let scan = &pc.scans[k];
-    let body: Mask = Volume::new(scan.anatomy.data.mapv(|l| l == labels::VERTEBRAL_BODY), scan.ct.geometry);
+    let body: Mask = scan.anatomy.mask_of(labels::VERTEBRAL_BODY);
     let inputs = CementInputs { scan: &scan.ct, baseline: None, previous: None, body: &body };
     detect(&inputs, &CementParams::default()).unwrap_or_else(|e| panic!("step {k}: {e}"))
 }

@@ -7,7 +7,7 @@ mod common;
 use cementleak::cement::{detect, CementInputs, CementParams};
 use cementleak::leaks::Site;
 use cementleak::phantom::{generate_case, PhantomSpec};
-use cementleak::volume::{labels, PatientPosition, Volume};
+use cementleak::volume::{labels, PatientPosition};
 use std::collections::HashSet;
 
 fn spec(seed: u64, position: PatientPosition, sites: Vec<Site>) -> PhantomSpec {
@@ -32,7 +32,7 @@ fn phantom_sequences_volume_error_and_leak_sensitivity() {
         let base = &case.scans[0];
         for k in 1..case.scans.len() {
             let scan = &case.scans[k];
-            let body = Volume::new(scan.anatomy.data.mapv(|l| l == labels::VERTEBRAL_BODY), scan.ct.geometry);
+            let body = scan.anatomy.mask_of(labels::VERTEBRAL_BODY);
             let inputs = CementInputs {
                 scan: &scan.ct,
                 baseline: Some(&base.ct),

@@ -155,8 +155,7 @@ fn evaluate() -> Eval {
         for k in 1..pc.scans.len() {
             let scan = &pc.scans[k];
             let shape = scan.ct.shape();
-            let body: Mask =
-                Volume::new(scan.anatomy.data.mapv(|l| l == labels::VERTEBRAL_BODY), scan.ct.geometry);
+            let body: Mask = scan.anatomy.mask_of(labels::VERTEBRAL_BODY);
             let previous = (k > 1).then(|| &pc.scans[k - 1].ct);
             let inputs = CementInputs { scan: &scan.ct, baseline: Some(&base.ct), previous, body: &body };
             let t0 = std::time::Instant::now();
@@ -248,8 +247,7 @@ fn evaluate() -> Eval {
             dense_bone_max_ml = dense_bone_max_ml.max(dense_ml);
             // What production gets: the body from the anatomy stage.
             let seg = segment(&scan.ct, TargetHint::Auto).ok().map(|a| {
-                let b: Mask =
-                    Volume::new(a.labels.data.mapv(|l| l == labels::VERTEBRAL_BODY), scan.ct.geometry);
+                let b: Mask = a.labels.mask_of(labels::VERTEBRAL_BODY);
                 let i2 = CementInputs { body: &b, ..inputs };
                 detect(&i2, &CementParams::default()).map(|g| (g.intravertebral_ml, g.leaks.len()))
             });

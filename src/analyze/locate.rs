@@ -75,7 +75,7 @@ pub(super) fn ms(t: Instant) -> f64 {
 }
 
 fn body_of(a: &Anatomy) -> Volume<bool> {
-    Volume::new(a.labels.data.mapv(|l| l == labels::VERTEBRAL_BODY), a.labels.geometry)
+    a.labels.mask_of(labels::VERTEBRAL_BODY)
 }
 
 /// Locates anatomy, cement and leak components in `inputs.scan`. An unusable image is an error; a scan

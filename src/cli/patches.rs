@@ -207,10 +207,7 @@ fn case_patches(case: &PhantomCase, out: &Path, split: &str, truth_body: bool) -
             let findings = match source {
                 Source::Pipeline => &located.findings,
                 Source::TruthBody => {
-                    let body = Volume::new(
-                        scan.anatomy.data.mapv(|l| l == labels::VERTEBRAL_BODY),
-                        scan.ct.geometry,
-                    );
+                    let body = scan.anatomy.mask_of(labels::VERTEBRAL_BODY);
                     let inputs = CementInputs {
                         scan: &scan.ct,
                         baseline: Some(&base.ct),

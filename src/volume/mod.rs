@@ -29,6 +29,13 @@ pub type LabelVolume = Volume<u8>;
 /// Binary mask (true = inside).
 pub type Mask = Volume<bool>;
 
+impl LabelVolume {
+    /// Where the label map holds `label`, on the same grid.
+    pub fn mask_of(&self, label: u8) -> Mask {
+        Volume::new(self.data.mapv(|l| l == label), self.geometry)
+    }
+}
+
 impl<T> Volume<T> {
     pub fn new(data: Array3<T>, geometry: Geometry) -> Self {
         Volume { data, geometry }
