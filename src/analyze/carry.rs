@@ -8,7 +8,7 @@
 use crate::anatomy::morphology::fill_holes;
 use crate::anatomy::{Anatomy, Plane};
 use crate::cement::RigidTransform;
-use crate::volume::{labels, Geometry, LabelVolume, Lps, Vec3, Volume};
+use crate::volume::{labels, Geometry, IndexBox, LabelVolume, Lps, Vec3, Volume};
 use ndarray::{s, Array3, Axis, Zip};
 use rayon::prelude::*;
 
@@ -95,7 +95,7 @@ pub fn carry_labels(
 /// threshold on a baseline without cement) become body: the body is a solid, and the canal or a disc is never
 /// surrounded by the body alone within one plane. Returns how many voxels changed.
 pub fn fill_body_holes(labels: &mut LabelVolume) -> usize {
-    let Some(body_box) = label_box(labels, |l| l == labels::VERTEBRAL_BODY) else { return 0 };
+    let Some(body_box) = labels.bounding_box(|l| *l == labels::VERTEBRAL_BODY) else { return 0 };
     let (lo, hi) = body_box;
     let mut changed = 0;
     for z in lo[0]..=hi[0] {
@@ -112,37 +112,9 @@ pub fn fill_body_holes(labels: &mut LabelVolume) -> usize {
     changed
 }
 
-/// Inclusive index box of the voxels whose label passes `keep`. Slices are scanned in parallel over their
-/// contiguous rows: this runs on whole scans (tens of millions of voxels) several times per analysis.
-fn label_box(v: &LabelVolume, keep: impl Fn(u8) -> bool + Sync) -> Option<([usize; 3], [usize; 3])> {
-    let merge = |a: Option<([usize; 3], [usize; 3])>, b: Option<([usize; 3], [usize; 3])>| match (a, b) {
-        (Some((alo, ahi)), Some((blo, bhi))) => {
-            Some(([0, 1, 2].map(|k| alo[k].min(blo[k])), [0, 1, 2].map(|k| ahi[k].max(bhi[k]))))
-        }
-        (a, None) => a,
-        (None, b) => b,
-    };
-    v.data
-        .axis_iter(Axis(0))
-        .into_par_iter()
-        .enumerate()
-        .map(|(z, plane)| {
-            let mut found = None;
-            for (y, row) in plane.outer_iter().enumerate() {
-                let first = row.iter().position(|&l| keep(l));
-                if let Some(x0) = first {
-                    let x1 = row.len() - 1 - row.iter().rev().position(|&l| keep(l)).unwrap_or(0);
-                    found = merge(found, Some(([z, y, x0], [z, y, x1])));
-                }
-            }
-            found
-        })
-        .reduce(|| None, merge)
-}
-
 /// Inclusive index box of the non-background labels.
-fn labelled_box(v: &LabelVolume) -> Option<([usize; 3], [usize; 3])> {
-    label_box(v, |l| l != labels::BACKGROUND)
+fn labelled_box(v: &LabelVolume) -> Option<IndexBox> {
+    v.bounding_box(|l| *l != labels::BACKGROUND)
 }
 
 /// Largest displacement (mm) the map gives any corner of the labelled box: whether carrying is needed.

@@ -80,32 +80,6 @@ impl Grid {
     }
 }
 
-/// Inclusive bounding box of the `true` voxels of a mask, `None` when it is empty.
-pub(crate) fn bounding_box(mask: &Mask) -> Option<([usize; 3], [usize; 3])> {
-    let shape = mask.shape();
-    let owned;
-    let data = match mask.data.as_slice() {
-        Some(d) => d,
-        None => {
-            owned = mask.data.iter().copied().collect::<Vec<bool>>();
-            &owned
-        }
-    };
-    let nx = shape[2].max(1);
-    let mut lo = [usize::MAX; 3];
-    let mut hi = [0usize; 3];
-    let mut any = false;
-    for (r, row) in data.chunks(nx).enumerate() {
-        let Some(first) = row.iter().position(|v| *v) else { continue };
-        let last = row.iter().rposition(|v| *v).unwrap_or(first);
-        let (z, y) = (r / shape[1], r % shape[1]);
-        any = true;
-        lo = [lo[0].min(z), lo[1].min(y), lo[2].min(first)];
-        hi = [hi[0].max(z), hi[1].max(y), hi[2].max(last)];
-    }
-    any.then_some((lo, hi))
-}
-
 /// Grow an inclusive box by `margin` voxels per axis, clipped to `shape`.
 pub(crate) fn grow_box(
     lo: [usize; 3],

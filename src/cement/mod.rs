@@ -239,7 +239,7 @@ pub fn detect(inputs: &CementInputs, params: &CementParams) -> Result<CementFind
     if inputs.body.geometry.origin.distance(scan.geometry.origin) > 0.5 {
         warnings.push("the body mask's geometry differs from the scan's; it was used voxel for voxel".into());
     }
-    let (blo, bhi) = grid::bounding_box(inputs.body).ok_or(CementError::EmptyBody)?;
+    let (blo, bhi) = inputs.body.bounding_box(|b| *b).ok_or(CementError::EmptyBody)?;
     tracing::debug!(ms = t0.elapsed().as_secs_f64() * 1e3, "body box");
     let parent = Grid { shape, lo: [0; 3], geometry: scan.geometry };
     let (lo, hi) = grid::grow_box(blo, bhi, parent.radius_voxels(params.roi_margin_mm, 1), shape);

@@ -29,6 +29,39 @@ pub type LabelVolume = Volume<u8>;
 /// Binary mask (true = inside).
 pub type Mask = Volume<bool>;
 
+/// An inclusive index box `(lowest, highest)` per axis `[slice, row, column]`.
+pub type IndexBox = ([usize; 3], [usize; 3]);
+
+impl<T: Sync> Volume<T> {
+    /// Inclusive index box of the voxels where `keep` holds, `None` when there are none. Slices are scanned
+    /// in parallel, each row from both ends: this runs on whole scans (tens of millions of voxels).
+    pub fn bounding_box(&self, keep: impl Fn(&T) -> bool + Sync) -> Option<IndexBox> {
+        use ndarray::Axis;
+        use rayon::prelude::*;
+        let merge = |a: Option<IndexBox>, b: Option<IndexBox>| match (a, b) {
+            (Some((alo, ahi)), Some((blo, bhi))) => {
+                Some(([0, 1, 2].map(|k| alo[k].min(blo[k])), [0, 1, 2].map(|k| ahi[k].max(bhi[k]))))
+            }
+            (a, None) => a,
+            (None, b) => b,
+        };
+        self.data
+            .axis_iter(Axis(0))
+            .into_par_iter()
+            .enumerate()
+            .map(|(z, plane)| {
+                let mut found = None;
+                for (y, row) in plane.outer_iter().enumerate() {
+                    let Some(first) = row.iter().position(&keep) else { continue };
+                    let last = row.len() - 1 - row.iter().rev().position(&keep).unwrap_or(0);
+                    found = merge(found, Some(([z, y, first], [z, y, last])));
+                }
+                found
+            })
+            .reduce(|| None, merge)
+    }
+}
+
 impl LabelVolume {
     /// Where the label map holds `label`, on the same grid.
     pub fn mask_of(&self, label: u8) -> Mask {
@@ -76,4 +109,26 @@ pub mod labels {
     pub const LEAK_DISC: u8 = 13;
     pub const LEAK_PARASPINAL: u8 = 14;
     pub const NEEDLE: u8 = 20;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bounding_box_and_mask_of_a_label() {
+        let mut v: LabelVolume = Volume::new(
+            Array3::zeros((4, 5, 6)),
+            Geometry::axial_hfs(Lps([0.0; 3]), Spacing { slice: 1.0, row: 1.0, column: 1.0 }),
+        );
+        assert_eq!(v.bounding_box(|l| *l != 0), None);
+        v.data[[1, 3, 2]] = labels::VERTEBRAL_BODY;
+        v.data[[2, 1, 5]] = labels::VERTEBRAL_BODY;
+        v.data[[3, 4, 0]] = labels::DISC;
+        assert_eq!(v.bounding_box(|l| *l == labels::VERTEBRAL_BODY), Some(([1, 1, 2], [2, 3, 5])));
+        assert_eq!(v.bounding_box(|l| *l != 0), Some(([1, 1, 0], [3, 4, 5])));
+        let body = v.mask_of(labels::VERTEBRAL_BODY);
+        assert_eq!(body.data.iter().filter(|b| **b).count(), 2);
+        assert_eq!(body.bounding_box(|b| *b), v.bounding_box(|l| *l == labels::VERTEBRAL_BODY));
+    }
 }
