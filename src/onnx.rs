@@ -96,7 +96,10 @@ pub fn environment(explicit: Option<&Path>) -> Result<ort::environment::Environm
     }
     let load_err = |reason: String| OnnxError::Load { path: path.clone(), reason };
     let builder = ort::init_from(&path).map_err(|e| load_err(e.to_string()))?;
-    let env = builder.with_name("cementleak").build().map_err(|e| load_err(e.to_string()))?;
+    // Patient scans are analysed here: ask the runtime never to report usage (only Microsoft's Windows builds
+    // collect it, but the choice should not depend on which library a site installs).
+    let env =
+        builder.with_name("cementleak").with_telemetry(false).build().map_err(|e| load_err(e.to_string()))?;
     *cached = Some((path, env.clone()));
     Ok(env)
 }
