@@ -86,6 +86,34 @@ def report(name, y_true, y_pred):
     }
 
 
+# src/leaks/site.rs::Site::danger_rank: when rules and model name different sites the more dangerous wins.
+DANGER_RANK = {"canal": 0, "posterior_vein": 1, "paraspinal": 2, "disc": 3}
+# src/leaks/classify.rs: NOT_CEMENT_SUPPRESS, SUPPRESS_MAX_ML.
+NOT_CEMENT_SUPPRESS = 0.9
+SUPPRESS_MAX_ML = 0.2
+
+
+def fused_class(rule_site, probabilities, volume_ml):
+    """The site `leaks::classify::fuse` reports for one component (its site decision only, for the card's
+    comparison of model, rules and fusion on the same held-out components). `not_cement` = suppressed."""
+    best = int(np.argmax(probabilities))
+    name = CLASSES[best]
+    if name == "not_cement":
+        suppress = (probabilities[best] >= NOT_CEMENT_SUPPRESS and rule_site != "canal"
+                    and volume_ml < SUPPRESS_MAX_ML)
+        return CLASSES.index("not_cement") if suppress else CLASSES.index(rule_site)
+    if name == rule_site:
+        return best
+    return CLASSES.index(min((name, rule_site), key=DANGER_RANK.__getitem__))
+
+
+def markdown_table(m):
+    lines = ["| | " + " | ".join(CLASSES) + " |", "| --- |" + " --- |" * len(CLASSES)]
+    for i, c in enumerate(CLASSES):
+        lines.append(f"| {c} | " + " | ".join(str(v) for v in m[i]) + " |")
+    return "\n".join(lines)
+
+
 def build_model(torch):
     nn = torch.nn
 
@@ -239,6 +267,19 @@ def main():
     print(f"torch vs onnxruntime max |logit difference| {torch_vs_onnx:.2e}")
     train_rep = report("train", ytr, ptr)
     test_rep = report("held-out", yte, pte)
+    # The same held-out components through the anatomical rules alone and through the fusion (rules +
+    # model), when the patches were exported with the rules' reading (column rule_site).
+    fusion = {}
+    if rte and "rule_site" in rte[0]:
+        z = lte - lte.max(axis=1, keepdims=True)
+        prob = np.exp(z) / np.exp(z).sum(axis=1, keepdims=True)
+        rule_pred = np.array([CLASSES.index(r["rule_site"]) for r in rte])
+        fused_pred = np.array([fused_class(r["rule_site"], prob[i], float(r["volume_ml"]))
+                               for i, r in enumerate(rte)])
+        fusion = {"rules": report("held-out, rules alone", yte, rule_pred),
+                  "fusion": report("held-out, rules + model fused", yte, fused_pred)}
+        fusion["rules"]["markdown"] = markdown_table(fusion["rules"]["confusion_matrix"]["matrix"])
+        fusion["fusion"]["markdown"] = markdown_table(fusion["fusion"]["confusion_matrix"]["matrix"])
     src_te = np.array([r.get("source", "pipeline") for r in rte])
     by_source = {s: report(f"held-out, source {s}", yte[src_te == s], pte[src_te == s])
                  for s in sorted(set(src_te))}
@@ -263,10 +304,17 @@ def main():
         "train_metrics": train_rep,
         "held_out": test_rep,
         "held_out_by_source": by_source,
+        "held_out_rules_and_fusion": fusion,
     }
+    test_rep["markdown"] = markdown_table(test_rep["confusion_matrix"]["matrix"])
     Path(args.metrics).write_text(json.dumps(metrics, indent=2) + "\n")
     print(f"wrote {out} ({len(data) / 1e6:.2f} MB, {n_params} parameters) and {args.metrics}; "
           f"training {train_s:.0f} s")
+    # The model card's tables (models/leak_site.md), rows truth, columns predicted.
+    print("\nheld-out confusion matrix, model (onnxruntime on the exported file):\n" + test_rep["markdown"])
+    for k in ("rules", "fusion"):
+        if k in fusion:
+            print(f"\nheld-out confusion matrix, {k} (not_cement column: suppressed):\n" + fusion[k]["markdown"])
 
 
 if __name__ == "__main__":

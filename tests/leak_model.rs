@@ -122,6 +122,72 @@ fn rust_matches_python_onnxruntime() {
     }
 }
 
+/// A float32 `[7, 24, 24, 24]` patch written by `cementleak patches` (`leaks::npy::write_f32`).
+fn read_patch(path: &Path) -> Option<Patch> {
+    let bytes = std::fs::read(path).ok()?;
+    let len = u16::from_le_bytes([*bytes.get(8)?, *bytes.get(9)?]) as usize;
+    let header = String::from_utf8_lossy(bytes.get(10..10 + len)?);
+    let [c, d, h, w] = Patch::SHAPE;
+    if !header.contains("'<f4'") || !header.contains(&format!("'shape': ({c}, {d}, {h}, {w})")) {
+        return None;
+    }
+    let data: Vec<f32> = bytes
+        .get(10 + len..)?
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect();
+    Some(Patch {
+        data: Array4::from_shape_vec((c, d, h, w), data).ok()?,
+        centre: Lps::default(),
+        axes: [Vec3([0.0, 0.0, 1.0]), Vec3([0.0, 1.0, 0.0]), Vec3([1.0, 0.0, 0.0])],
+        mirrored: false,
+    })
+}
+
+/// The same check on patches of the pipeline itself, when an export exists (`LEAK_PATCH_DIR`, default
+/// `target/leak_patches/test`, written by `scripts/retrain_leak_model.sh`): real component and anatomy
+/// channels reach parts of the graph the synthetic patches may not.
+#[test]
+fn rust_matches_python_on_exported_patches() {
+    let Some((model_path, python)) = setup() else { return };
+    let dir = std::env::var_os("LEAK_PATCH_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("target/leak_patches/test"));
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .map(|rd| {
+            rd.filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension() == Some("npy".as_ref()))
+                .collect()
+        })
+        .unwrap_or_default();
+    if files.is_empty() {
+        eprintln!("SKIP: no exported patches under {}", dir.display());
+        return;
+    }
+    files.sort();
+    // Spread over the export (files sort by seed), 16 at most.
+    let step = files.len().div_ceil(16);
+    let files: Vec<PathBuf> = files.into_iter().step_by(step).collect();
+    let patches: Vec<Patch> = files
+        .iter()
+        .map(|f| read_patch(f).unwrap_or_else(|| panic!("{} is not a patch", f.display())))
+        .collect();
+    let mut model = LeakModel::load(&model_path).unwrap_or_else(|e| panic!("{e}"));
+    let rust = model.predict(&patches).expect("predict");
+    let py = python_probabilities(&python, &model_path, &files);
+    assert_eq!(py.len(), rust.len());
+    let max_diff = rust
+        .iter()
+        .zip(&py)
+        .flat_map(|(r, p)| r.probabilities.iter().zip(p).map(|(a, b)| (f64::from(*a) - b).abs()))
+        .fold(0.0f64, f64::max);
+    println!(
+        "exported patches ({}): Rust vs Python onnxruntime max |probability difference| {max_diff:.2e}",
+        files.len()
+    );
+    assert!(max_diff <= 1e-5, "max difference {max_diff}");
+}
+
 #[test]
 fn reference_names_the_file_and_its_hash() {
     let Some((model_path, _)) = setup() else { return };

@@ -26,6 +26,7 @@ use crate::analyze::{locate, LocateInputs, Location};
 use crate::anatomy::TargetHint;
 use crate::cement::{detect, CementComponent, CementInputs, CementParams};
 use crate::cli::InputError;
+use crate::leaks::rules::RuleOpinion;
 use crate::leaks::{extract_patch, ModelClass, Site};
 use crate::phantom::{generate_case, resolve_spec, PhantomCase, PhantomSpec};
 use crate::volume::{labels, PatientPosition, Volume};
@@ -139,11 +140,16 @@ struct Row {
     volume_ml: f64,
     touches_body: bool,
     mirrored: bool,
+    /// The anatomical rules' reading of the same component (`leaks::rules`), so the model, the rules and
+    /// their fusion can be compared on the same held-out components.
+    rule: RuleOpinion,
 }
 
 const CSV_HEADER: &str =
     "file,split,source,seed,scan,component,position,level,lesion,label,voxels,volume_ml,\
-touches_body,mirrored,truth_intravertebral,truth_canal,truth_posterior_vein,truth_disc,truth_paraspinal";
+touches_body,mirrored,truth_intravertebral,truth_canal,truth_posterior_vein,truth_disc,truth_paraspinal,\
+rule_site,rule_foraminal,rule_confidence,rule_canal,rule_foramen,rule_disc,rule_outside,rule_venous_zone,\
+rule_length_mm,rule_width_mm,rule_depth_mm";
 
 /// Truth class of a component: the leak label it overlaps most.
 fn label_component(truth: &Volume<u8>, comp: &CementComponent) -> (&'static str, [usize; 5]) {
@@ -244,6 +250,7 @@ fn case_patches(case: &PhantomCase, out: &Path, split: &str, truth_body: bool) -
                     volume_ml: comp.volume_ml,
                     touches_body: comp.touches_body,
                     mirrored: patch.mirrored,
+                    rule: located.frame.classify(&anatomy.labels, comp),
                 });
             }
         }
@@ -326,8 +333,10 @@ pub fn run(a: Args) -> anyhow::Result<()> {
                         *truth_counts.entry(r.label).or_default() += 1;
                     }
                     let o = r.overlap;
+                    let e = &r.rule.evidence;
                     csv.push_str(&format!(
-                        "{},{},{},{},{},{},{},{},{},{},{},{:.5},{},{},{},{},{},{},{}\n",
+                        "{},{},{},{},{},{},{},{},{},{},{},{:.5},{},{},{},{},{},{},{},{},{},{:.3},{:.3},{:.3},{:.3},\
+                         {:.3},{:.3},{:.2},{:.2},{:.2}\n",
                         r.file,
                         a.split,
                         r.source.name(),
@@ -346,7 +355,18 @@ pub fn run(a: Args) -> anyhow::Result<()> {
                         o[1],
                         o[2],
                         o[3],
-                        o[4]
+                        o[4],
+                        r.rule.site,
+                        r.rule.foraminal,
+                        r.rule.confidence,
+                        e.canal,
+                        e.foramen,
+                        e.disc,
+                        e.outside,
+                        e.venous_zone,
+                        e.length_mm,
+                        e.width_mm,
+                        e.depth_mm
                     ));
                 }
             }

@@ -25,6 +25,14 @@
 //!    and `VEIN_HALF_WIDTH_MM` of the midline) and the component is a thin longitudinal tube (longer along
 //!    the spine than `VEIN_ELONGATION` times its width, no wider than `VEIN_MAX_WIDTH_MM`, no thicker than
 //!    `VEIN_MAX_DEPTH_MM`). Too small to show a shape (under `VEIN_MIN_LENGTH_MM` long) is not tubular.
+//!    Fraction and shape are taken on the component's part behind the wall plane (not more than
+//!    `VEIN_FRONT_MM` anterior of it): venous cement reaches the plexus through the basivertebral vein,
+//!    so a venous component often keeps a stub inside the body, front-to-back, and that stub says nothing
+//!    about how the cement lies in the epidural space. Thickness is measured perpendicular to the spine
+//!    axis, in the same frame as length and width: the plexus runs along the spine, and measuring
+//!    along the wall plane's normal (tilted against the spine axis by wedging, lordosis or the plane fit)
+//!    made a 25 mm tube look 8-13 mm thick (training seeds 1000-1060: 7 of the 14 venous components the
+//!    rules called canal were thicker than `VEIN_MAX_DEPTH_MM` that way).
 //! 2. `canal` when at least `CANAL_MIN_FRACTION` of the voxels are in the canal or a foramen (foraminal when
 //!    the foramen holds at least a quarter of them): a modest fraction suffices because the danger of canal
 //!    cement does not depend on how much of the component lies elsewhere.
@@ -42,10 +50,16 @@ pub const CANAL_MIN_FRACTION: f64 = 0.2;
 pub const DISC_MIN_FRACTION: f64 = 0.3;
 /// Venous zone: from just anterior of the wall plane (partial volume) to this far behind it.
 pub const VEIN_BEHIND_WALL_MM: f64 = 5.0;
+/// The venous zone's front edge: voxels further anterior of the wall plane are inside the body (the
+/// basivertebral channel the cement came through), not in the epidural space.
+pub const VEIN_FRONT_MM: f64 = 1.5;
 /// Venous zone half-width around the canal's midline (the plexus and the basivertebral exit are central).
 pub const VEIN_HALF_WIDTH_MM: f64 = 7.0;
-/// Fraction of the component in the venous zone for a venous leak.
+/// Fraction of the component's part behind the wall in the venous zone for a venous leak.
 pub const VEIN_MIN_FRACTION: f64 = 0.6;
+/// Fraction of the component behind the wall for a venous leak: the stub left in the basivertebral
+/// channel is the smaller part of a venous leak.
+pub const VEIN_MIN_BEHIND_WALL: f64 = 0.5;
 /// Length along the spine over width for a tube.
 pub const VEIN_ELONGATION: f64 = 1.8;
 pub const VEIN_MAX_WIDTH_MM: f64 = 10.0;
@@ -66,9 +80,14 @@ pub struct RuleEvidence {
     pub foramen: f64,
     pub disc: f64,
     pub outside: f64,
-    /// Fraction in the venous zone (overlaps canal and outside).
+    /// Fraction of the component's part outside the body's wall (see `behind_wall`) that lies in the
+    /// venous zone (overlaps canal and outside).
     pub venous_zone: f64,
-    /// Extents along the spine, across (left-right) and front-to-back, mm (voxel size included).
+    /// Fraction of the component not anterior of the wall plane by more than [`VEIN_FRONT_MM`]: the part
+    /// in the epidural space or beside the body, on which the venous zone and the shape are measured.
+    pub behind_wall: f64,
+    /// Extents of that part along the spine, across (left-right) and front-to-back perpendicular to the
+    /// spine, mm (voxel size included); of the whole component when no part is behind the wall.
     pub length_mm: f64,
     pub width_mm: f64,
     pub depth_mm: f64,
@@ -270,7 +289,7 @@ impl SiteFrame {
 
     fn venous(&self, c: &FrameCoords) -> bool {
         (c.lateral - self.canal_mid_lateral).abs() <= VEIN_HALF_WIDTH_MM
-            && c.behind_wall > -1.5
+            && c.behind_wall > -VEIN_FRONT_MM
             && c.behind_wall <= VEIN_BEHIND_WALL_MM
     }
 
@@ -279,17 +298,23 @@ impl SiteFrame {
         let g = &labels.geometry;
         let mut counts = [0usize; 4];
         let mut venous = 0usize;
-        let mut lo = [f64::MAX; 3];
-        let mut hi = [f64::MIN; 3];
+        let mut behind = 0usize;
+        // Extents of the whole component [0] and of its part behind the wall [1].
+        let mut lo = [[f64::MAX; 3]; 2];
+        let mut hi = [[f64::MIN; 3]; 2];
         for &v in &component.voxels {
             let p = g.voxel_to_lps(v);
             let label = labels.data.get(v).copied().unwrap_or(0);
             let c = self.coords(p);
             counts[self.zone(label, &c, p) as usize] += 1;
-            venous += usize::from(self.venous(&c));
-            for (k, x) in [c.along, c.lateral, c.behind_wall].into_iter().enumerate() {
-                lo[k] = lo[k].min(x);
-                hi[k] = hi[k].max(x);
+            let is_behind = c.behind_wall > -VEIN_FRONT_MM;
+            behind += usize::from(is_behind);
+            venous += usize::from(is_behind && self.venous(&c));
+            for part in if is_behind { &[0, 1][..] } else { &[0][..] } {
+                for (k, x) in [c.along, c.lateral, c.anterior_posterior].into_iter().enumerate() {
+                    lo[*part][k] = lo[*part][k].min(x);
+                    hi[*part][k] = hi[*part][k].max(x);
+                }
             }
         }
         let n = component.voxels.len();
@@ -297,14 +322,16 @@ impl SiteFrame {
             return RuleEvidence { outside: 1.0, ..Default::default() };
         }
         let f = |c: usize| c as f64 / n as f64;
-        let ext = |k: usize, dir: Vec3| hi[k] - lo[k] + Self::voxel_extent(g, dir);
+        let part = usize::from(behind > 0);
+        let ext = |k: usize, dir: Vec3| hi[part][k] - lo[part][k] + Self::voxel_extent(g, dir);
         RuleEvidence {
             voxels: n,
             canal: f(counts[Zone::Canal as usize]),
             foramen: f(counts[Zone::Foramen as usize]),
             disc: f(counts[Zone::Disc as usize]),
             outside: f(counts[Zone::Outside as usize]),
-            venous_zone: f(venous),
+            venous_zone: if behind > 0 { venous as f64 / behind as f64 } else { 0.0 },
+            behind_wall: f(behind),
             length_mm: ext(0, self.superior),
             width_mm: ext(1, self.left),
             depth_mm: ext(2, self.posterior),
@@ -320,7 +347,8 @@ impl SiteFrame {
 /// The rules on the evidence alone (see the module documentation for why each rule is what it is).
 pub fn decide(e: RuleEvidence) -> RuleOpinion {
     let in_canal = e.canal + e.foramen;
-    let (site, support) = if e.venous_zone >= VEIN_MIN_FRACTION && e.is_tubular() {
+    let venous = e.behind_wall >= VEIN_MIN_BEHIND_WALL && e.venous_zone >= VEIN_MIN_FRACTION;
+    let (site, support) = if venous && e.is_tubular() {
         (Site::PosteriorVein, e.venous_zone)
     } else if in_canal >= CANAL_MIN_FRACTION {
         // Support grows from the threshold to certainty at half the component in the canal.
@@ -355,7 +383,14 @@ mod tests {
     use super::*;
 
     fn ev() -> RuleEvidence {
-        RuleEvidence { voxels: 100, length_mm: 5.0, width_mm: 5.0, depth_mm: 4.0, ..Default::default() }
+        RuleEvidence {
+            voxels: 100,
+            behind_wall: 1.0,
+            length_mm: 5.0,
+            width_mm: 5.0,
+            depth_mm: 4.0,
+            ..Default::default()
+        }
     }
 
     #[test]
@@ -366,6 +401,8 @@ mod tests {
         assert_eq!(decide(blob).site, Site::Canal);
         let short = RuleEvidence { canal: 1.0, venous_zone: 1.0, length_mm: 4.0, width_mm: 1.5, ..ev() };
         assert_eq!(decide(short).site, Site::Canal, "too short to show a tube: the dangerous reading");
+        let mostly_inside = RuleEvidence { behind_wall: 0.4, ..tube };
+        assert_eq!(decide(mostly_inside).site, Site::Canal, "a tube on a mostly intravertebral component");
     }
 
     #[test]
