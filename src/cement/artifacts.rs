@@ -14,9 +14,9 @@
 //!   streak level to be reported.
 //!   **Except in the canal.** The ring test cannot tell a small leak from a residue when a streak crosses
 //!   the leak: the ring's clutter is then the streak's, and a small leak's median rise is mostly its
-//!   partial-volume rim. Measured on development phantoms (seeds 720-743, truth body): 5 of 42 true leak
-//!   candidates fell under the ratio (own/ring 1.9-3.1: two canal, one disc, two paraspinal), against 70
-//!   residues; no statistic of the candidate alone (median, 90th percentile or maximum rise, seed fraction,
+//!   partial-volume rim. Measured on development phantoms (seeds 720-743, 192 x 192, truth body): 5 of 38
+//!   true leak candidates fell under the ratio (own/ring 2.3-2.8: two canal, one disc, two paraspinal),
+//!   and 63 of 71 residues; no statistic of the candidate alone (median, 90th percentile or maximum rise, seed fraction,
 //!   elongation) separated the two groups (false residues beside the needle rise as high, are as compact
 //!   and hold seeds of their own). The demo (seed 7, L2, HFP) lost its 0.07 mL foraminal canal leak this
 //!   way: 52 voxels, median rise 706 HU against a ring level of 256 (ratio 2.75). The costs are not
