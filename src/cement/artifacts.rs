@@ -22,9 +22,10 @@
 //!   way: 52 voxels, median rise 706 HU against a ring level of 256 (ratio 2.75). The costs are not
 //!   symmetric: a missed canal leak can paralyse, a false one pauses the procedure for a look. So a
 //!   candidate holding a *seed* (>= 1000 HU now, risen >= 700 HU above everything the baseline had there)
-//!   inside the spinal canal or foramina (`guard`, the anatomy's canal label) is never dismissed as
-//!   clutter: a streak residue there would need a streak of ~1000 HU over CSF and epidural fat, which
-//!   only the metal's own blooming (removed with the metal) reaches. Outside the canal the ratio rule stands.
+//!   inside the spinal canal or foramina (`guard`, the anatomy's canal label) on what was soft tissue at
+//!   baseline (under `CANAL_SOFT_HU`) is never dismissed as clutter: a streak residue there would need a
+//!   streak of ~1000 HU over CSF and epidural fat, which only the metal's own blooming (removed with the
+//!   metal) reaches. Outside the canal the ratio rule stands.
 //! - **No seed, no baseline**: without a baseline there is no clutter measure; a candidate must then hold
 //!   a seed voxel of its own rather than be grown out of the intravertebral mass.
 //!
@@ -41,6 +42,10 @@ const RING_MM: [f64; 2] = [3.0, 10.0];
 const CLUTTER_QUANTILE: f64 = 0.9;
 /// ... which a candidate's median rise must exceed this many times.
 const CLUTTER_RATIO: f32 = 3.0;
+/// A canal seed is exempt only where the baseline held soft tissue (CSF, epidural fat and veins read
+/// under ~100 HU); over bone (the wall's or the laminae's edge inside the canal label) a streak of 700 HU
+/// makes a seed, over soft tissue it would take ~1000 HU.
+const CANAL_SOFT_HU: f32 = 300.0;
 /// Fewest ring samples for a verdict.
 const MIN_SAMPLES: usize = 8;
 
@@ -78,7 +83,9 @@ pub(crate) fn reject(
     for comp in comps {
         let clutter = base.and_then(|b| clutter(&comp, img, b, &near_cement, metal, grid, &mut stamp));
         let seeded = comp.iter().any(|&i| seed[i]);
-        let in_canal = comp.iter().any(|&i| seed[i] && guard.get(i).copied().unwrap_or(false));
+        let in_canal = base.is_some_and(|b| {
+            comp.iter().any(|&i| seed[i] && guard.get(i).copied().unwrap_or(false) && b[i] < CANAL_SOFT_HU)
+        });
         let verdict = if !in_canal && clutter.is_some_and(|(own, around)| own < CLUTTER_RATIO * around) {
             Some(Artifact::Clutter)
         } else if base.is_none() && !seeded {
