@@ -33,7 +33,9 @@
 //!    without a baseline — less specific, and said so in `warnings`).
 //! 5. `artifacts`: leak candidates that do not stand out from the streak clutter around them (rise over
 //!    the baseline at least 3x the 90th percentile of |rise| in a 3-10 mm ring) are removed — metal
-//!    streaks differ between scans, so their residues crossing bone look like new dense material.
+//!    streaks differ between scans, so their residues crossing bone look like new dense material. Not in
+//!    the spinal canal when the caller says where it is ([`detect_guarding`]): there a candidate with a
+//!    seed of its own is kept, because a small leak crossed by a streak fails the ring test too.
 //! 6. `components`: partial-volume volumes; cement inside the body (grown by `body_tolerance_mm`) is
 //!    intravertebral, the rest is grouped into 26-connected leak components; components under
 //!    `min_leak_ml` are dropped as noise; each leak gets its volume in the previous scan.
@@ -73,6 +75,9 @@ use crate::volume::{CtVolume, Lps, Mask};
 use grid::Grid;
 use sample::Sampler;
 use std::time::Instant;
+
+/// How far around the anatomy's canal label a seed counts as in the canal, mm.
+const GUARD_MARGIN_MM: f64 = 1.0;
 
 /// What [`detect`] looks at. All volumes carry their own geometry; they may be on different grids.
 #[derive(Clone, Copy, Debug)]
@@ -225,12 +230,25 @@ fn check_params(p: &CementParams) -> Result<(), CementError> {
 
 /// Find the cement of `inputs.scan`.
 pub fn detect(inputs: &CementInputs, params: &CementParams) -> Result<CementFindings, CementError> {
+    detect_guarding(inputs, params, None)
+}
+
+/// [`detect`], told where the spinal canal and foramina are (`canal`, on the scan's grid: the anatomy's
+/// canal label). A leak candidate holding a seed voxel there is never dismissed as streak clutter (see
+/// the `artifacts` module): the one place where a missed leak costs more than a false one.
+pub fn detect_guarding(
+    inputs: &CementInputs,
+    params: &CementParams,
+    canal: Option<&Mask>,
+) -> Result<CementFindings, CementError> {
     check_params(params)?;
     let t0 = Instant::now();
     let scan = inputs.scan;
     let shape = scan.shape();
-    if inputs.body.shape() != shape {
-        return Err(CementError::MaskShape { mask: inputs.body.shape(), scan: shape });
+    for m in std::iter::once(inputs.body).chain(canal) {
+        if m.shape() != shape {
+            return Err(CementError::MaskShape { mask: m.shape(), scan: shape });
+        }
     }
     if Sampler::new(&[0.0], [1, 1, 1], scan.geometry).is_none() {
         return Err(CementError::BadGeometry);
@@ -246,6 +264,11 @@ pub fn detect(inputs: &CementInputs, params: &CementParams) -> Result<CementFind
     let g = Grid::from_box(&scan.geometry, lo, hi);
     let img: Vec<f32> = g.crop(scan).into_iter().map(|v| if v.is_finite() { v } else { -1024.0 }).collect();
     let body = g.crop(inputs.body);
+    // The canal grown by a partial-volume voxel: a leak's seed sits in its core, but the label's edge is
+    // only as exact as the segmentation.
+    let guard = canal
+        .map(|c| morph::dilate(&g.crop(c), g.shape, g.radius_voxels(GUARD_MARGIN_MM, 1)))
+        .unwrap_or_default();
     let body_box = ([0, 1, 2].map(|a| blo[a] - lo[a]), [0, 1, 2].map(|a| bhi[a] - lo[a]));
 
     // Registration and resampling of the earlier scans onto the crop.
@@ -348,7 +371,7 @@ pub fn detect(inputs: &CementInputs, params: &CementParams) -> Result<CementFind
     let find_cement = |im: &[f32]| -> Vec<bool> {
         let cm = detect::cement_mask(im, base_before, &metal.core, &metal.band, &cortex, &g, params);
         let mut mask = cm.mask;
-        let rejected = artifacts::reject(im, base_img, &mut mask, &cm.seed, &region, &metal_any, &g);
+        let rejected = artifacts::reject(im, base_img, &mut mask, &cm.seed, &region, &metal_any, &guard, &g);
         if !rejected.is_empty() {
             tracing::debug!(?rejected, "leak candidates rejected as artefacts");
         }
