@@ -18,8 +18,13 @@ fn bench(c: &mut Criterion) {
     let base = render(&Scene::baseline(), g, dims, &pose(centre, [0.0, 0.0, 1.0], 0.0, [0.0; 3]), 1);
     let prev = render(&Scene::earlier(), g, dims, &pose(centre, [1.0, 0.2, 0.0], 0.7, [-0.4, 0.3, 0.5]), 2);
     let now = render(&Scene::injected(), g, dims, &pose(centre, [0.3, -0.5, 1.0], 1.0, [0.6, -0.5, 0.62]), 3);
-    let inputs =
-        CementInputs { scan: &now.ct, baseline: Some(&base.ct), previous: Some(&prev.ct), body: &now.body };
+    let inputs = CementInputs {
+        scan: &now.ct,
+        baseline: Some(&base.ct),
+        previous: Some(&prev.ct),
+        body: &now.body,
+        canal: None,
+    };
     let params = CementParams::default();
     match detect(&inputs, &params) {
         Ok(f) => eprintln!(

@@ -29,6 +29,7 @@ fn run(s: &Rendered, base: Option<&Rendered>, prev: Option<&Rendered>) -> Cement
         baseline: base.map(|b| &b.ct),
         previous: prev.map(|p| &p.ct),
         body: &s.body,
+        canal: None,
     };
     match detect(&inputs, &CementParams::default()) {
         Ok(f) => f,
@@ -336,18 +337,21 @@ fn bad_inputs_are_typed_errors() {
     let now = scan(&Scene::baseline(), PatientPosition::Hfs, &still(), 12);
     let empty = now.body.same_grid(false);
     let r = detect(
-        &CementInputs { scan: &now.ct, baseline: None, previous: None, body: &empty },
+        &CementInputs { scan: &now.ct, baseline: None, previous: None, body: &empty, canal: None },
         &CementParams::default(),
     );
     assert!(matches!(r, Err(CementError::EmptyBody)));
     let small = cementleak::volume::Volume::new(ndarray::Array3::from_elem((2, 2, 2), true), now.ct.geometry);
     let r = detect(
-        &CementInputs { scan: &now.ct, baseline: None, previous: None, body: &small },
+        &CementInputs { scan: &now.ct, baseline: None, previous: None, body: &small, canal: None },
         &CementParams::default(),
     );
     assert!(matches!(r, Err(CementError::MaskShape { .. })));
     let params = CementParams { grow_hu: 5000.0, ..CementParams::default() };
-    let r = detect(&CementInputs { scan: &now.ct, baseline: None, previous: None, body: &now.body }, &params);
+    let r = detect(
+        &CementInputs { scan: &now.ct, baseline: None, previous: None, body: &now.body, canal: None },
+        &params,
+    );
     assert!(matches!(r, Err(CementError::BadParams(_))));
 }
 

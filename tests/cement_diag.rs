@@ -62,6 +62,7 @@ fn diagnose_phantom_false_leaks() {
                 baseline: Some(&base.ct),
                 previous: if k > 1 { Some(&case.scans[k - 1].ct) } else { None },
                 body: &body,
+                canal: None,
             };
             let t0 = std::time::Instant::now();
             let f = detect(&inputs, &CementParams::default()).expect("detect");
@@ -211,6 +212,7 @@ fn diagnose_far_cement() {
                 baseline: Some(&base.ct),
                 previous: (k > 1).then(|| &case.scans[k - 1].ct),
                 body: &body,
+                canal: None,
             };
             let f = detect(&inputs, &CementParams::default()).expect("detect");
             let lab = &scan.labels;

@@ -35,7 +35,7 @@ fn seeds(from: u64, n: u64) -> std::ops::Range<u64> {
 fn no_baseline(pc: &PhantomCase, k: usize) -> CementFindings {
     let scan = &pc.scans[k];
     let body: Mask = scan.anatomy.mask_of(labels::VERTEBRAL_BODY);
-    let inputs = CementInputs { scan: &scan.ct, baseline: None, previous: None, body: &body };
+    let inputs = CementInputs { scan: &scan.ct, baseline: None, previous: None, body: &body, canal: None };
     detect(&inputs, &CementParams::default()).unwrap_or_else(|e| panic!("step {k}: {e}"))
 }
 

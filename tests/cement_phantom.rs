@@ -38,6 +38,7 @@ fn phantom_sequences_volume_error_and_leak_sensitivity() {
                 baseline: Some(&base.ct),
                 previous: if k > 1 { Some(&case.scans[k - 1].ct) } else { None },
                 body: &body,
+                canal: None,
             };
             let f = match detect(&inputs, &CementParams::default()) {
                 Ok(f) => f,

@@ -157,7 +157,8 @@ fn evaluate() -> Eval {
             let shape = scan.ct.shape();
             let body: Mask = scan.anatomy.mask_of(labels::VERTEBRAL_BODY);
             let previous = (k > 1).then(|| &pc.scans[k - 1].ct);
-            let inputs = CementInputs { scan: &scan.ct, baseline: Some(&base.ct), previous, body: &body };
+            let inputs =
+                CementInputs { scan: &scan.ct, baseline: Some(&base.ct), previous, body: &body, canal: None };
             let t0 = std::time::Instant::now();
             let f = detect(&inputs, &CementParams::default())
                 .unwrap_or_else(|e| panic!("phantom {} step {k}: {e}", c.seed));

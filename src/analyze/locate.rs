@@ -16,9 +16,7 @@
 
 use super::{carry, escape, reclaim, resplit, AnalyzeError};
 use crate::anatomy::{segment, Anatomy, AnatomyError, TargetHint};
-use crate::cement::{
-    detect_guarding, CementError, CementFindings, CementInputs, CementParams, RigidTransform,
-};
+use crate::cement::{detect, CementError, CementFindings, CementInputs, CementParams, RigidTransform};
 use crate::leaks::rules::SiteFrame;
 use crate::volume::{labels, CtVolume, Volume};
 use std::collections::BTreeMap;
@@ -129,12 +127,17 @@ pub fn locate(inputs: &LocateInputs, params: &CementParams) -> Result<Location, 
 
     let t = Instant::now();
     let body = body_of(&anatomy);
-    let cement_inputs =
-        CementInputs { scan, baseline: inputs.baseline, previous: inputs.previous, body: &body };
     // The canal as the anatomy sees it: leak candidates with a seed there are never dismissed as streak
     // clutter (the demo's foraminal leak beside the needle was).
     let canal = anatomy.labels.mask_of(labels::CANAL);
-    let mut findings = detect_guarding(&cement_inputs, params, Some(&canal)).map_err(|e| match e {
+    let cement_inputs = CementInputs {
+        scan,
+        baseline: inputs.baseline,
+        previous: inputs.previous,
+        body: &body,
+        canal: Some(&canal),
+    };
+    let mut findings = detect(&cement_inputs, params).map_err(|e| match e {
         CementError::BadGeometry => AnalyzeError::BadInput(e.to_string()),
         e => AnalyzeError::Cement(e),
     })?;

@@ -3,7 +3,7 @@
 //! components.
 //!
 //! ```text
-//! detect(&CementInputs { scan, baseline, previous, body }, &CementParams::default())
+//! detect(&CementInputs { scan, baseline, previous, body, canal: None }, &CementParams::default())
 //!     -> CementFindings { cement, metal, intravertebral, leaks: Vec<CementComponent>, volumes, registrations }
 //! ```
 //!
@@ -34,7 +34,7 @@
 //! 5. `artifacts`: leak candidates that do not stand out from the streak clutter around them (rise over
 //!    the baseline at least 3x the 90th percentile of |rise| in a 3-10 mm ring) are removed — metal
 //!    streaks differ between scans, so their residues crossing bone look like new dense material. Not in
-//!    the spinal canal when the caller says where it is ([`detect_guarding`]): there a candidate with a
+//!    the spinal canal when the caller says where it is (`CementInputs::canal`): there a candidate with a
 //!    seed of its own is kept, because a small leak crossed by a streak fails the ring test too.
 //! 6. `components`: partial-volume volumes; cement inside the body (grown by `body_tolerance_mm`) is
 //!    intravertebral, the rest is grouped into 26-connected leak components; components under
@@ -90,6 +90,10 @@ pub struct CementInputs<'a> {
     pub previous: Option<&'a CtVolume>,
     /// Vertebral body of the treated vertebra on the scan's grid (true inside, cortex included).
     pub body: &'a Mask,
+    /// Spinal canal and foramina on the scan's grid (the anatomy's canal label), when known. A leak
+    /// candidate holding a seed voxel there is never dismissed as streak clutter (see the `artifacts`
+    /// module): the one place where a missed leak costs more than a false one.
+    pub canal: Option<&'a Mask>,
 }
 
 /// Tunable settings; see the module documentation for why the defaults are what they are.
@@ -230,18 +234,8 @@ fn check_params(p: &CementParams) -> Result<(), CementError> {
 
 /// Find the cement of `inputs.scan`.
 pub fn detect(inputs: &CementInputs, params: &CementParams) -> Result<CementFindings, CementError> {
-    detect_guarding(inputs, params, None)
-}
-
-/// [`detect`], told where the spinal canal and foramina are (`canal`, on the scan's grid: the anatomy's
-/// canal label). A leak candidate holding a seed voxel there is never dismissed as streak clutter (see
-/// the `artifacts` module): the one place where a missed leak costs more than a false one.
-pub fn detect_guarding(
-    inputs: &CementInputs,
-    params: &CementParams,
-    canal: Option<&Mask>,
-) -> Result<CementFindings, CementError> {
     check_params(params)?;
+    let canal = inputs.canal;
     let t0 = Instant::now();
     let scan = inputs.scan;
     let shape = scan.shape();

@@ -219,6 +219,7 @@ fn case_patches(case: &PhantomCase, out: &Path, split: &str, truth_body: bool) -
                         baseline: Some(&base.ct),
                         previous: (k > 1).then(|| &case.scans[k - 1].ct),
                         body: &body,
+                        canal: None,
                     };
                     truth_findings =
                         detect(&inputs, &params).with_context(|| format!("seed {seed} scan {k}: cement"))?;
