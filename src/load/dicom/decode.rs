@@ -196,9 +196,10 @@ fn decode_frames(
 /// Gives the targets back when the path does not apply (other encodings, undefined length...), for the
 /// general decoder.
 ///
-/// **Why a map, and its one risk.** Measured side by side in one process (`cargo bench --bench load`, the
-/// two paths alternated in every round, 2026-11-24, loaded machine): converting from the map took a median
-/// 0.90x the time of reading each file into a reused buffer and converting from there. Every byte read
+/// **Why a map, and its one risk.** Measured side by side in one process (the load benchmark with both
+/// paths alternated in every round, 2026-11-24, load average 7-10): converting from the map took a median
+/// 0.93x (as written) / 0.90x (read back from disk) the time of reading each file into a reused buffer and
+/// converting from there, 19 of 20 runs below 1x; on a quiet machine the two were within noise. Every byte read
 /// through the map lies inside the file's length at the time it was mapped: the walk and
 /// [`native_fast_path`] check each declared length against that length before a pixel is touched, so a
 /// truncated or damaged file is a typed error, as with `read` (tests/load_bad_input.rs). What a map cannot
