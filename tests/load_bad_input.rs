@@ -59,6 +59,35 @@ fn truncated_real_file_is_refused() {
     assert!(err.contains("zz_truncated.dcm"), "{err}");
 }
 
+/// Uncompressed files take the mapped fast path: a file cut inside its pixel data must still be a typed
+/// error (the declared PixelData length is checked against the mapped length before any pixel is read),
+/// never a SIGBUS from reading past the end of the map. Cut in the header, in the pixel data, and one byte
+/// short; as a single file, inside a series folder, and from memory.
+#[test]
+fn truncated_uncompressed_file_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let series = tmp.path().join("series");
+    std::fs::create_dir(&series).unwrap();
+    for k in 0..4 {
+        let mut s = Slice::axial("1.8.7", 1.25 * k as f64, 64);
+        s.instance = k + 1;
+        s.write(&series.join(format!("s{k}.dcm")));
+    }
+    let whole = std::fs::read(series.join("s3.dcm")).unwrap();
+    assert_eq!(load_scan(&series, &LoadOptions::default()).unwrap().volume.data.dim(), (4, 64, 64));
+    let pixels = 64 * 64 * 2;
+    for cut in [whole.len() / 10, whole.len() - pixels / 2, whole.len() - 1] {
+        let part = &whole[..cut];
+        let p = tmp.path().join(format!("cut{cut}.dcm"));
+        std::fs::write(&p, part).unwrap();
+        assert!(assert_refused(&p, "truncated uncompressed").contains("unreadable DICOM"));
+        assert!(matches!(load_dicom_bytes(part), Err(LoadError::Corrupt { .. })), "cut {cut} in memory");
+        std::fs::write(series.join("s3.dcm"), part).unwrap();
+        let err = assert_refused(&series, "truncated uncompressed in folder");
+        assert!(err.contains("s3.dcm"), "{err}");
+    }
+}
+
 #[test]
 fn empty_and_garbage_files_are_refused() {
     let tmp = tempfile::tempdir().unwrap();

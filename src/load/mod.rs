@@ -4,18 +4,23 @@
 //! return the same [`Scan`].
 //!
 //! **Speed of uncompressed series.** Loading a 512 x 512 x 60 16-bit series is bound by memory traffic, not
-//! by parsing: perf shows three parts of similar size — the kernel zeroing the fresh 63 MB f32 volume on first
-//! touch, reading the 31 MB of file bytes from the page cache, and writing the HU values — and the header
-//! scan well below those. So the path is built to move each byte as few times as possible: each thread reads
-//! a file into one buffer it reuses (no allocation or page faults per file), converts straight from it into
-//! the file's slice of the volume, and writes the volume with streaming stores (`dicom::stream`: no
-//! read-for-ownership of output lines), into memory the kernel hands out in huge pages (`dicom::buffer`).
-//! The volume is not zero-filled by us (`alloc_zeroed` maps untouched zero pages), so the kernel's zeroing
-//! is the only write before ours; it cannot be avoided for fresh memory and alone costs about one I/O floor.
-//! Files are read, not memory-mapped: mapping would skip the copy but turns a file truncated while mapped
-//! into SIGBUS, and the benchmark's floor would then have to be "map and touch", several times faster than
-//! reading. `cargo bench --bench load` prints the floor, the load, the zeroing and the header scan side by
-//! side; the numbers are in DEVELOPERS.md.
+//! by parsing. perf on `LOAD_BENCH_PROFILE` (read path, 2026-11-24): the kernel zeroing the fresh 63 MB f32
+//! volume on first touch 36% of the load, copying the 31 MB of file bytes out of the page cache 28%, the
+//! HU conversion and its writes 18%, the header scan, opens and the rest below 20%. So the path moves
+//! each byte as few times as possible: each uncompressed file is memory-mapped and converted straight from
+//! the page cache into its slice of the volume (`dicom::decode::native_file_fast_path`, where the map's one
+//! risk — SIGBUS if another process shrinks the file while it is mapped — is written down), the volume is
+//! written with streaming stores (`dicom::stream`: no read-for-ownership of output lines) into memory the
+//! kernel hands out in huge pages (`dicom::buffer`). The volume is not zero-filled by us (`alloc_zeroed`
+//! maps untouched zero pages), so the kernel's zeroing is the only write before ours; it cannot be avoided
+//! for fresh memory and alone costs about 1.4 I/O floors.
+//!
+//! **Storage, f32 against i16.** f32 is kept (see `crate::volume` for why every stage wants it). Its price
+//! at load time, measured by the benchmark's i16 sketch (the same scan, plan, read and length walk writing
+//! i16): see DEVELOPERS.md "load"; i16 halves the zeroing and the writes, but changing `CtVolume` would
+//! touch the 24 files that use it and put a conversion into every stage, which the load time does not pay
+//! for. `cargo bench --bench load` prints the floor, the load, the zeroing, the header scan, map + read and
+//! the i16 sketch side by side.
 
 pub mod dicom;
 pub mod nifti;

@@ -13,8 +13,8 @@
 //! 3. [`order`]: sort along the slice normal, duplicate / spacing / tilt policy, volume [`Geometry`].
 //! 4. [`decode`]: files decoded in parallel (rayon), each written straight into its slice of the
 //!    preallocated f32 volume and dropped, so peak memory stays near the final volume plus one decoded file
-//!    per thread. Uncompressed files are read into one reused buffer per thread and their 16-bit samples
-//!    converted with streaming stores (`stream`); see the crate's `load` module doc for why.
+//!    per thread. Uncompressed files are memory-mapped and their 16-bit samples converted from the page
+//!    cache with streaming stores (`stream`); see the crate's `load` module doc for why.
 //!
 //! JPEG and JPEG-LS frames are decoded by libjpeg-turbo and CharLS, C/C++ libraries that `turbojpeg-sys` and
 //! `charls-sys` build from their bundled sources (cmake, C and C++ compilers: see `scripts/setup.sh`).
@@ -47,7 +47,7 @@ use std::path::{Path, PathBuf};
 pub fn load_dicom(path: &Path, opts: &LoadOptions) -> Result<Scan, LoadError> {
     let found = scan::scan(path)?;
     let (files, warnings) = scan::select(path, found, opts)?;
-    assemble(path, files, warnings, &|h: &FileHeader| open_full(&h.path), true)
+    assemble(path, files, warnings, &|h: &FileHeader| open_full(&h.path), Pixels::Files)
 }
 
 /// Load one DICOM file given as bytes (with or without the 128-byte preamble). Same checks and result as
@@ -66,7 +66,7 @@ pub fn load_dicom_bytes(bytes: &[u8]) -> Result<Scan, LoadError> {
         return Err(LoadError::NotCt { path: name, modality: h.modality });
     }
     drop(obj);
-    assemble(&name, vec![h], Vec::new(), &|_: &FileHeader| parse(), false)
+    assemble(&name, vec![h], Vec::new(), &|_: &FileHeader| parse(), Pixels::Memory(bytes))
 }
 
 fn open_full(path: &Path) -> Result<DefaultDicomObject, LoadError> {
@@ -149,12 +149,20 @@ fn parse_deflated(path: &Path, bytes: &[u8], meta: &lenient::Meta) -> Result<Def
 
 type Opener<'a> = dyn Fn(&FileHeader) -> Result<DefaultDicomObject, LoadError> + Sync + 'a;
 
+/// Where the uncompressed fast path ([`decode::native_fast_path`]) finds a file's bytes: mapped from the
+/// file on disk, or the one in-memory file of [`load_dicom_bytes`] (so the fuzzer exercises that path too).
+#[derive(Clone, Copy)]
+enum Pixels<'b> {
+    Files,
+    Memory(&'b [u8]),
+}
+
 fn assemble(
     root: &Path,
     files: Vec<FileHeader>,
     mut warnings: Vec<String>,
     open: &Opener,
-    on_disk: bool,
+    pixels: Pixels<'_>,
 ) -> Result<Scan, LoadError> {
     for h in &files {
         decode::check_decodable(h)?;
@@ -176,16 +184,13 @@ fn assemble(
     }
     let bar = progress(files.len());
     per_file.into_par_iter().enumerate().filter(|(_, t)| !t.is_empty()).try_for_each(|(fi, targets)| {
-        let targets = if on_disk {
-            match decode::native_file_fast_path(&files[fi], targets)? {
-                Some(t) => t,
-                None => {
-                    bar.inc(1);
-                    return Ok(());
-                }
-            }
-        } else {
-            targets
+        let fast = match pixels {
+            Pixels::Files => decode::native_file_fast_path(&files[fi], targets)?,
+            Pixels::Memory(bytes) => decode::native_fast_path(&files[fi], bytes, targets)?,
+        };
+        let Some(targets) = fast else {
+            bar.inc(1);
+            return Ok(());
         };
         let obj = open(&files[fi])?;
         decode::decode_into(&obj, &files[fi], targets)?;
