@@ -30,6 +30,8 @@ enum Command {
 
 fn main() -> ExitCode {
     cli::init_logging();
+    // A damaged file can make a third-party decoder panic; the loader turns that into its one-line error.
+    cementleak::load::dicom::contain::install_panic_hook();
     let args = Cli::parse();
     let result = match args.command {
         Command::Analyze(a) => cli::analyze::run(a),

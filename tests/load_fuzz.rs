@@ -175,3 +175,26 @@ fn regression_deflated_dataset_with_huge_length() {
     // The unmutated file still loads.
     assert!(load_dicom_bytes(&bytes).is_ok());
 }
+
+/// Found by `scripts/fuzz.sh` (2026-11-24): a splice of the RLE codec file (bytes 116,561.. copied over
+/// 172,399..240,868, inside the RLE segments) makes dicom-rs's RLE decoder index out of bounds. The panic is
+/// contained (`load::dicom::contain`): the library returns `Corrupt`, the binary prints one line, no
+/// panic message or backtrace.
+#[test]
+fn regression_rle_decoder_panic_is_one_line() {
+    let Some(dir) = common::shared_data("codecs") else { return };
+    let a = std::fs::read(dir.join("CTImage.dcm_RLELosslessTransferSyntax_1.2.840.10008.1.2.5.dcm")).unwrap();
+    let mut b = a.clone();
+    b[172_399..240_868].copy_from_slice(&a[116_561..116_561 + 68_469]);
+    let r = load_dicom_bytes(&b);
+    assert!(matches!(r, Err(cementleak::load::LoadError::Corrupt { .. })), "{:?}", r.err());
+    let tmp = tempfile::tempdir().unwrap();
+    let p = tmp.path().join("spliced_rle.dcm");
+    std::fs::write(&p, &b).unwrap();
+    let out =
+        std::process::Command::new(env!("CARGO_BIN_EXE_cementleak")).arg("info").arg(&p).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+}

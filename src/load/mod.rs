@@ -7,9 +7,9 @@
 //! by parsing. perf on `LOAD_BENCH_PROFILE` (read path, 2026-11-24): the kernel zeroing the fresh 63 MB f32
 //! volume on first touch 36% of the load, copying the 31 MB of file bytes out of the page cache 28%, the
 //! HU conversion and its writes 18%, the header scan, opens and the rest below 20%. So the path moves
-//! each byte as few times as possible: each uncompressed file is memory-mapped and converted straight from
-//! the page cache into its slice of the volume (`dicom::decode::native_file_fast_path`, where the map's one
-//! risk — SIGBUS if another process shrinks the file while it is mapped — is written down), the volume is
+//! each byte as few times as possible: each uncompressed file is read into a buffer its thread reuses and
+//! converted into its slice of the volume (`dicom::decode::native_file_fast_path`, which also says why a
+//! memory map was measured and not kept), the volume is
 //! written with streaming stores (`dicom::stream`: no read-for-ownership of output lines) into memory the
 //! kernel hands out in huge pages (`dicom::buffer`). The volume is not zero-filled by us (`alloc_zeroed`
 //! maps untouched zero pages), so the kernel's zeroing is the only write before ours; it cannot be avoided

@@ -14,7 +14,8 @@
 //! (-1024 HU, air), not the rescaled padding value (often -2000 or -3024 "HU") that would distort HU
 //! statistics and any threshold on low densities.
 //!
-//! Third-party decoders run inside `catch_unwind`: a panic on a damaged file becomes `LoadError::Corrupt`.
+//! Third-party decoders run inside `contain::contained`: a panic on a damaged file becomes
+//! `LoadError::Corrupt` (one line, exit 2), its message goes to the debug log.
 
 use super::header::{error_chain, FileHeader};
 use crate::load::LoadError;
@@ -28,7 +29,6 @@ use ndarray::ArrayViewMut2;
 use rayon::prelude::*;
 use std::cell::RefCell;
 use std::io::Read;
-use std::panic::{catch_unwind, AssertUnwindSafe};
 
 /// HU written for padded voxels: air.
 pub const PADDING_HU: f32 = -1024.0;
@@ -120,7 +120,7 @@ pub fn decode_into(
     if let Some(codec) = frame_codec(&h.transfer_syntax) {
         return decode_frames(obj, h, codec, targets);
     }
-    let decoded = catch_unwind(AssertUnwindSafe(|| obj.decode_pixel_data()))
+    let decoded = super::contain::contained(|| obj.decode_pixel_data())
         .map_err(|_| corrupt("the pixel decoder crashed on this file".into()))?
         .map_err(|e| {
             let reason = error_chain(&e);
@@ -190,23 +190,15 @@ fn decode_frames(
     })
 }
 
-/// Fast path for uncompressed little-endian files on disk: map the file, find the PixelData element with the
-/// length walk and convert its value straight from the page cache into the volume, without building a DICOM
-/// object (the header was already read in the scan) and without first copying the file into a buffer.
-/// Gives the targets back when the path does not apply (other encodings, undefined length...), for the
-/// general decoder.
+/// Fast path for uncompressed little-endian files on disk: read the file into one buffer each thread reuses,
+/// find the PixelData element with the length walk and convert its value into the volume, without building a
+/// DICOM object (the header was already read in the scan). Gives the targets back when the path does not
+/// apply (other encodings, undefined length...), for the general decoder.
 ///
-/// **Why a map, and its one risk.** Measured side by side in one process (the load benchmark with both
-/// paths alternated in every round, 2026-11-24, load average 7-10): converting from the map took a median
-/// 0.93x (as written) / 0.90x (read back from disk) the time of reading each file into a reused buffer and
-/// converting from there, 19 of 20 runs below 1x; on a quiet machine the two were within noise. Every byte read
-/// through the map lies inside the file's length at the time it was mapped: the walk and
-/// [`native_fast_path`] check each declared length against that length before a pixel is touched, so a
-/// truncated or damaged file is a typed error, as with `read` (tests/load_bad_input.rs). What a map cannot
-/// guard against is the file being *shrunk by another process while we convert it* (a series overwritten
-/// in place during loading): the kernel then raises SIGBUS on the vanished pages and the process dies
-/// instead of reporting an error. Each file stays mapped (read-only, private) only for its own conversion,
-/// a fraction of a millisecond. Where mapping fails (a file system without mmap) the file is read.
+/// **Why read, not map.** Converting straight from a memory map was measured side by side (2026-11-24): within
+/// noise of this path on a quiet machine (3.84x against 3.85x the I/O floor), 0.90-0.93x of it under heavy
+/// load. A map also turns a file shrunk by another process during loading (a series rewritten in place)
+/// into SIGBUS, a crash instead of an error; `read` reports it. A few per cent under load do not pay for that.
 pub fn native_file_fast_path<'a>(
     h: &FileHeader,
     targets: Vec<Target<'a>>,
@@ -214,28 +206,8 @@ pub fn native_file_fast_path<'a>(
     if native_layout(h).is_none() {
         return Ok(Some(targets));
     }
-    let file = std::fs::File::open(&h.path)
+    let mut file = std::fs::File::open(&h.path)
         .map_err(|e| LoadError::Io { path: h.path.clone(), reason: e.to_string() })?;
-    // `populate`: one pass over the page tables at map time instead of a fault per few pages during the
-    // conversion; for a file not yet cached it reads the whole file then, as `read` would.
-    // SAFETY: the map is only read, and every read is bounds-checked against its length (the file's length
-    // when mapped). The one way this can still fault, another process truncating the file while it is
-    // mapped, is the documented risk above; the map is neither written nor kept beyond this call.
-    match unsafe { memmap2::MmapOptions::new().populate().map(&file) } {
-        Ok(map) => native_fast_path(h, &map, targets),
-        Err(e) => {
-            tracing::debug!("{}: cannot map ({e}); reading the file instead", h.path.display());
-            read_fast_path(h, file, targets)
-        }
-    }
-}
-
-/// [`native_file_fast_path`] for a file that cannot be mapped: read it into one buffer each thread reuses.
-fn read_fast_path<'a>(
-    h: &FileHeader,
-    mut file: std::fs::File,
-    targets: Vec<Target<'a>>,
-) -> Result<Option<Vec<Target<'a>>>, LoadError> {
     FILE_BUFFER.with_borrow_mut(|buf| {
         buf.clear();
         let read = file.metadata().and_then(|m| {
@@ -254,8 +226,8 @@ fn read_fast_path<'a>(
 }
 
 thread_local! {
-    /// Each decoding thread reads its unmappable uncompressed files into this one buffer: no allocation or
-    /// page faults per file.
+    /// Each decoding thread reads its uncompressed files into this one buffer: it stays in the thread's cache
+    /// and costs no allocation or page faults per file (a fresh `Vec` per file did).
     static FILE_BUFFER: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
 
@@ -271,7 +243,7 @@ fn native_layout(h: &FileHeader) -> Option<bool> {
     }
 }
 
-/// The fast path on the bytes of a whole file (mapped, read, or given in memory): find PixelData with the
+/// The fast path on the bytes of a whole file (read, or given in memory): find PixelData with the
 /// length walk, check its declared length against the bytes, convert its frames into their targets. Gives
 /// the targets back when the path does not apply.
 pub fn native_fast_path<'a>(

@@ -13,13 +13,14 @@
 //! 3. [`order`]: sort along the slice normal, duplicate / spacing / tilt policy, volume [`Geometry`].
 //! 4. [`decode`]: files decoded in parallel (rayon), each written straight into its slice of the
 //!    preallocated f32 volume and dropped, so peak memory stays near the final volume plus one decoded file
-//!    per thread. Uncompressed files are memory-mapped and their 16-bit samples converted from the page
-//!    cache with streaming stores (`stream`); see the crate's `load` module doc for why.
+//!    per thread. Uncompressed files are read into one reused buffer per thread and their 16-bit samples
+//!    converted with streaming stores (`stream`); see the crate's `load` module doc for why.
 //!
 //! JPEG and JPEG-LS frames are decoded by libjpeg-turbo and CharLS, C/C++ libraries that `turbojpeg-sys` and
 //! `charls-sys` build from their bundled sources (cmake, C and C++ compilers: see `scripts/setup.sh`).
 
 mod buffer;
+pub mod contain;
 pub mod decode;
 mod fragments;
 pub mod header;
@@ -40,7 +41,6 @@ use header::{error_chain, FileHeader};
 use indicatif::{ProgressBar, ProgressStyle};
 use ndarray::Array2;
 use rayon::prelude::*;
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 
 /// Load the CT series in the folder (or single file) at `path`.
@@ -90,13 +90,13 @@ pub fn parse_bytes(path: &Path, bytes: &[u8], header_only: bool) -> Result<Defau
         lengths::Walk::Ok(Some(pixel_data_at)) if header_only => &bytes[..pixel_data_at],
         _ => bytes,
     };
-    let strict = catch_unwind(AssertUnwindSafe(|| OpenFileOptions::new().from_reader(bytes)))
+    let strict = contain::contained(|| OpenFileOptions::new().from_reader(bytes))
         .map_err(|_| corrupt("the DICOM parser crashed on this file".into()))?;
     match strict {
         Ok(obj) => Ok(obj),
         Err(e) => {
             let first = error_chain(&e);
-            match catch_unwind(AssertUnwindSafe(|| lenient::parse_file_bytes(bytes))) {
+            match contain::contained(|| lenient::parse_file_bytes(bytes)) {
                 Ok(Ok(obj)) => {
                     tracing::debug!(
                         "{}: strict reader failed ({first}); lenient reader succeeded",
@@ -140,7 +140,7 @@ fn parse_deflated(path: &Path, bytes: &[u8], meta: &lenient::Meta) -> Result<Def
     if let lengths::Walk::Bad(reason) = lengths::walk_dataset(&inflated, true) {
         return Err(corrupt(reason));
     }
-    catch_unwind(AssertUnwindSafe(|| lenient::parse_dataset(&inflated, EXPLICIT_LE, meta)))
+    contain::contained(|| lenient::parse_dataset(&inflated, EXPLICIT_LE, meta))
         .map_err(|_| corrupt("the DICOM parser crashed on this file".into()))?
         .map_err(|e| match e {
             lenient::LenientError::UnknownTransferSyntax(t) | lenient::LenientError::Other(t) => corrupt(t),
@@ -149,7 +149,7 @@ fn parse_deflated(path: &Path, bytes: &[u8], meta: &lenient::Meta) -> Result<Def
 
 type Opener<'a> = dyn Fn(&FileHeader) -> Result<DefaultDicomObject, LoadError> + Sync + 'a;
 
-/// Where the uncompressed fast path ([`decode::native_fast_path`]) finds a file's bytes: mapped from the
+/// Where the uncompressed fast path ([`decode::native_fast_path`]) finds a file's bytes: read from the
 /// file on disk, or the one in-memory file of [`load_dicom_bytes`] (so the fuzzer exercises that path too).
 #[derive(Clone, Copy)]
 enum Pixels<'b> {
