@@ -12,7 +12,7 @@ use ndarray::Array2;
 /// Vertebral bodies are 15–35 mm tall along their core (a compression fracture wedges the front, the core
 /// rarely falls under 14 mm); a shorter "body" is a marrow dip misread as a disc.
 const MIN_BODY_MM: f64 = 14.0;
-const MAX_BODY_MM: f64 = 45.0;
+const MAX_BODY_MM: f64 = 36.0;
 /// Discs are 3 mm (upper thoracic, degenerated) to 15 mm thick.
 const MIN_DISC_MM: f64 = 3.0;
 /// Half-width of the step-edge detector for endplates.
