@@ -9,8 +9,9 @@ use super::frame::OUTSIDE_HU;
 use super::AnatomyError;
 use ndarray::Array2;
 
-/// Vertebral bodies are 15–35 mm tall along their core (a compression fracture wedges the front, the core
-/// rarely falls under 14 mm); a shorter "body" is a marrow dip misread as a disc.
+/// Vertebral bodies are 15–30 mm tall along their core (a compression fracture wedges the front, the core
+/// rarely falls under 14 mm); a shorter "body" is a marrow dip misread as a disc. A body tilted 20° against
+/// the frame measures up to about 32 mm, plus endplate partial volume; a longer run has swallowed a disc.
 const MIN_BODY_MM: f64 = 14.0;
 const MAX_BODY_MM: f64 = 36.0;
 /// Discs are 3 mm (upper thoracic, degenerated) to 15 mm thick.

@@ -22,8 +22,11 @@
 //! ```
 //!
 //! Along the frame axis a core cylinder on the body's axis gives a profile that is high in bodies and low in
-//! discs; the target body is the high run containing the level of interest, its endplates are refined
-//! column by column and fitted as planes (disc wedging), and the discs are the low runs next to it. The
+//! discs; the profile is split into alternating bodies and discs of anatomical lengths, where a slice ringed
+//! by the cortical shell (bone met in at least 80% of the directions of the body's anterior half) counts as
+//! body even when its core is as dark as disc (the basivertebral centre of L5 on the trunk CT). The target
+//! body is the body run containing the level of interest, its endplates are refined column by column and
+//! fitted as planes (disc wedging), and the discs are the low runs next to it. The
 //! rendered figure `docs/anatomy_overlay.png` (made by `cementleak segment`) shows the result on the real
 //! trunk CT.
 //!
@@ -37,15 +40,19 @@
 //! body's marrow level from the core profile), and all sizes are in millimetres.
 //!
 //! Known limits (measured by `tests/anatomy_real.rs`, `tests/anatomy_phantom.rs`, `benches/segment.rs`):
-//! the frame axis follows the canal, so a strongly tilted body (L5 on the sacrum) is cut across its discs and
-//! fails (Dice 0.47); body volumes run 22–33% above the trunk CT's spine report (the reference masks
-//! themselves are 13–22% above it); on phantoms (held-out seeds 9200–9211) body Dice is about 0.66 and
-//! canal Dice about 0.61: levels are misread where the neighbouring marrow is as dark as disc (an endplate
-//! ridge cue was tried and lost on the development seeds: cement next to an endplate hides it, and real
-//! endplates are faint), the canal does not follow the phantom's foramen box, and a canal hole deeper than
+//! the frame axis follows the canal, and the body is cut by planes fitted per endplate (tilt up to 0.3); a
+//! structure-tensor estimate of the body's own axis (gradients in the body's core) was tried and dropped:
+//! it turned L1 of the trunk CT 7° sideways and lost its levels, and reached only 14° of L5's 20°. L5
+//! (Dice 0.846) failed before on its dark marrow centre, not on its tilt. Body volumes run 22–56% above
+//! the trunk CT's spine report, whose body leaves out the cortical rim (the reference masks themselves are
+//! 12–22% above it; ours are 6–28% above the masks: too tall along the core and a voxel wide). On the T12
+//! series 0.571 of our body lies in the reference T12 label (the reference gives part of T12's body to
+//! T11, and ours reaches into the T11/T12 disc). On phantoms (held-out seeds 9200–9211) body Dice is
+//! about 0.69 and canal Dice about 0.64: levels are misread where the neighbouring marrow is as dark as
+//! disc, the canal does not follow the phantom's foramen box, and a canal hole deeper than
 //! 25 mm (merged with a lytic body) is replaced by the canal's usual shape. The posterior wall sits at the
 //! most posterior strong fall from cortex to canal content near the body mask (median offset from the
-//! phantom's wall 1.5 mm, 2.4 mm before), but the intact flag is right in only about 60% of cases (the
+//! phantom's wall 1.5 mm), but the intact flag is right in only about 60% of cases (the
 //! cortex peak does not separate intact from breached walls). The same phantom scanned supine and prone
 //! agrees to Dice 0.94. The benchmark's median on a 512 x 512 x 40 scan is 133–161 ms depending on the
 //! load of the 2 shared cores (goal 150 ms).
