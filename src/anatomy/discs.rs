@@ -9,10 +9,11 @@ use super::frame::OUTSIDE_HU;
 use super::AnatomyError;
 use ndarray::Array2;
 
-/// Vertebral bodies are 15–35 mm tall along their core (a compression fracture wedges the front, the core
-/// rarely falls under 14 mm); a shorter "body" is a marrow dip misread as a disc.
+/// Vertebral bodies are 15–30 mm tall along their core (a compression fracture wedges the front, the core
+/// rarely falls under 14 mm); a shorter "body" is a marrow dip misread as a disc. A body tilted 20° against
+/// the frame measures up to about 32 mm, plus endplate partial volume; a longer run has swallowed a disc.
 const MIN_BODY_MM: f64 = 14.0;
-const MAX_BODY_MM: f64 = 45.0;
+const MAX_BODY_MM: f64 = 36.0;
 /// Discs are 3 mm (upper thoracic, degenerated) to 15 mm thick.
 const MIN_DISC_MM: f64 = 3.0;
 /// Half-width of the step-edge detector for endplates.
@@ -40,6 +41,7 @@ pub fn levels(
     ax: &BodyAxis,
     profile: &[Option<f32>],
     kc: f64,
+    shell: &[f64],
     foot_at: &(dyn Fn(usize) -> Array2<bool> + Sync),
 ) -> Result<Levels, AnatomyError> {
     let mut vals: Vec<f32> = profile.iter().flatten().copied().collect();
@@ -55,10 +57,11 @@ pub fn levels(
     // Only the stretch of the spine inside the scan is segmented; its two end segments may be cut short.
     let first = profile.iter().position(|p| p.is_some()).unwrap_or(0);
     let last = profile.iter().rposition(|p| p.is_some()).map_or(0, |l| l + 1);
-    let segs: Vec<(usize, usize, bool)> = alternate(&profile[first..last.max(first)], t, f.step)
-        .into_iter()
-        .map(|(a, b, s)| (a + first, b + first, s))
-        .collect();
+    let segs: Vec<(usize, usize, bool)> =
+        alternate(&profile[first..last.max(first)], &shell[first..last.max(first)], t, f.step)
+            .into_iter()
+            .map(|(a, b, s)| (a + first, b + first, s))
+            .collect();
     tracing::debug!("body/disc threshold {t}, segments {segs:?}, level index {kc}");
     let kci = kc.round().max(0.0) as usize;
     let bodies: Vec<usize> = (0..segs.len()).filter(|&s| segs[s].2).collect();
@@ -169,14 +172,29 @@ pub fn levels(
 /// Segments `[a, b)` of the profile, alternating body (true) and disc (false), maximising agreement with
 /// the threshold under anatomical lengths (semi-Markov dynamic programming). Segments touching either end
 /// of the profile may be shorter (partly outside the scan or frame).
-fn alternate(profile: &[Option<f32>], t: f32, step: f64) -> Vec<(usize, usize, bool)> {
+fn alternate(profile: &[Option<f32>], shell: &[f64], t: f32, step: f64) -> Vec<(usize, usize, bool)> {
     let n = profile.len();
     let len_px = |mm: f64| (mm / step).round().max(1.0) as usize;
     let (bmin, bmax) = (len_px(MIN_BODY_MM), len_px(MAX_BODY_MM));
     let (dmin, dmax) = (len_px(MIN_DISC_MM), len_px(MAX_DISC_MM));
     // Scores clipped so that bright endplates or a cement mass do not dominate.
     let clip = 60.0f32;
-    let sc: Vec<f32> = profile.iter().map(|p| p.map_or(0.0, |v| (v - t).clamp(-clip, clip))).collect();
+    // The cortical shell decides where the core's HU cannot: a slice ringed by bone is body even where its
+    // marrow is as dark as disc (the basivertebral centre, osteoporosis, lysis). The converse does not
+    // hold: a thin cortex at mid-height (L1 on the 3 mm trunk CT) stays under the shell threshold in up to
+    // half the directions, so a missing ring is no evidence of disc.
+    let sc: Vec<f32> = profile
+        .iter()
+        .zip(shell)
+        .map(|(p, &c)| {
+            let s = p.map_or(0.0, |v| (v - t).clamp(-clip, clip));
+            if c >= BODY_SHELL_COVERAGE {
+                s.max(SHELL_SCORE * clip)
+            } else {
+                s
+            }
+        })
+        .collect();
     let mut cum = vec![0.0f32; n + 1];
     for k in 0..n {
         cum[k + 1] = cum[k] + sc[k];
@@ -220,4 +238,59 @@ fn alternate(profile: &[Option<f32>], t: f32, step: f64) -> Vec<(usize, usize, b
     }
     out.reverse();
     out
+}
+
+/// Shell coverage of a body slice: bone met in nearly every direction (discs on the trunk CT reach 0.3–0.65,
+/// their annulus is under the shell's density); see [`shell_coverage`].
+const BODY_SHELL_COVERAGE: f64 = 0.8;
+/// The shell's vote, as a fraction of the largest score one slice can give.
+const SHELL_SCORE: f32 = 0.25;
+/// Rays cast around the body's axis for the shell coverage (10° apart), and how far beyond the body's
+/// measured size they search, mm.
+const SHELL_RAYS: usize = 36;
+const SHELL_MARGIN_MM: f64 = 3.0;
+
+/// Per slice, the fraction of directions around the body's axis in which bone at or above `shell_hu` is
+/// met within the body's outline: near 1 in a body, whatever its marrow does (the cortical shell surrounds
+/// it), lower in a disc (annulus under the shell's density). Only the anterior half is searched: behind
+/// the body's centre the pedicles and, at thoracic levels, the rib heads (which articulate at the disc)
+/// would ring a disc with bone too.
+pub fn shell_coverage(f: &Fine, ax: &BodyAxis, shell_hu: f32) -> Vec<f64> {
+    let [nk, nj, ni] = f.dims();
+    // The body's outline, tighter than the footprint's bound so that the aorta, psoas and crura next to
+    // it are not reached: depth as measured, width 1.2–1.7 times the depth.
+    let semi_ap = f.px(ax.depth_mm / 2.0 + SHELL_MARGIN_MM);
+    let semi_lr = f.px(0.75 * ax.depth_mm + SHELL_MARGIN_MM);
+    let rays: Vec<(f64, f64, f64)> = (0..SHELL_RAYS)
+        .map(|a| {
+            let th = a as f64 * std::f64::consts::TAU / SHELL_RAYS as f64;
+            (th.cos(), th.sin())
+        })
+        .filter(|&(dj, _)| dj < -0.05)
+        .map(|(dj, di)| (dj, di, 1.0 / ((dj / semi_ap).powi(2) + (di / semi_lr).powi(2)).sqrt()))
+        .collect();
+    let n_rays = rays.len().max(1) as f64;
+    (0..nk)
+        .map(|k| {
+            let hits = rays
+                .iter()
+                .filter(|&&(dj, di, rmax)| {
+                    let mut t = 1.0;
+                    while t <= rmax {
+                        let (j, i) = ((ax.j + t * dj).round(), (ax.i + t * di).round());
+                        if j < 0.0 || i < 0.0 || j as usize >= nj || i as usize >= ni {
+                            return false;
+                        }
+                        let v = f.hu[(k, j as usize, i as usize)];
+                        if v >= shell_hu && v < super::context::CEMENT_HU {
+                            return true;
+                        }
+                        t += 0.5;
+                    }
+                    false
+                })
+                .count();
+            hits as f64 / n_rays
+        })
+        .collect()
 }
