@@ -47,17 +47,17 @@
 //! the trunk CT's spine report, whose body leaves out the cortical rim (the reference masks themselves are
 //! 12–22% above it; ours are 6–28% above the masks: too tall along the core and a voxel wide). On the T12
 //! series 0.571 of our body lies in the reference T12 label (the reference gives part of T12's body to
-//! T11, and ours reaches into the T11/T12 disc). On phantoms (held-out seeds 9200–9211; the phantom's foramen
-//! truth now lies between the pedicles, not beside them) body Dice is 0.719 and canal Dice 0.597: levels
-//! are misread where the neighbouring marrow is as dark as disc, a scan of a few slices filled with cement
-//! has no disc to calibrate the profile and the body is cut short, and a canal hole deeper than 25 mm
-//! (merged with a lytic body) is replaced by the canal's usual shape. Cement in the core profile is clipped
-//! to dense marrow before the body/disc split (development seeds 300–324: body Dice 0.710 -> 0.740). The
-//! posterior wall sits at the most posterior strong fall from cortex to canal content near the body mask
-//! (median offset from the phantom's wall 2.4 mm held out, 1.5 mm on development seeds), but the intact flag
-//! is right in only 6 of 12 held-out cases: neither the cortex peak nor a threshold relative to the wall's
-//! typical peak separates the phantom's 5–10 x 4–8 mm breach patch from a thin, partial-volumed intact
-//! wall. The same phantom scanned supine and prone agrees to Dice 0.954 (body) and 0.937 (canal). The benchmark's median on a 512 x 512 x 40 scan is 133–161 ms depending on the
+//! T11, and ours reaches into the T11/T12 disc). On phantoms (held-out seeds 9200–9211) body Dice is 0.729 and canal Dice
+//! 0.651: levels are misread where the neighbouring marrow is as dark as disc, a scan of a few slices
+//! filled with cement has no disc to calibrate the profile and the body is cut short, the canal does not
+//! follow the phantom's foramen box, and a canal hole deeper than 25 mm (merged with a lytic body) is
+//! replaced by the canal's usual shape. Cement in the core profile is clipped to dense marrow before the
+//! body/disc split (development seeds 300–324: body Dice 0.710 -> 0.748). The posterior wall sits at the
+//! most posterior strong fall from cortex to canal content near the body mask (median offset from the
+//! phantom's wall 1.6 mm), but the intact flag is right in only 6 of 12 held-out cases: neither the cortex
+//! peak nor a threshold relative to the wall's typical peak separates the phantom's 5–10 x 4–8 mm breach
+//! patch from a thin, partial-volumed intact wall. The same phantom scanned supine and prone agrees to Dice
+//! 0.954 (body) and 0.936 (canal). The benchmark's median on a 512 x 512 x 40 scan is 133–161 ms depending on the
 //! load of the 2 shared cores (goal 150 ms).
 
 pub mod body;

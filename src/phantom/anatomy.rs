@@ -459,21 +459,9 @@ impl Vertebra {
         ellipse_depth(x, y + 0.1 * self.b, self.a * 1.02, self.b * 1.02).min(self.yw0 + 0.6 - y)
     }
 
-    /// Lateral limit of the foramen (local |x|) at depth `y`: the pedicles' lateral border (the foraminal
-    /// zone spans the pedicles' width; lateral to it the nerve root is extraforaminal).
-    pub fn foramen_outer_x(&self, y: f64) -> f64 {
-        self.ped_x + self.ped_flare * (y - (self.yw0 - 3.0)).max(0.0) + self.ped_rx
-    }
-
-    /// Whether a local point lies in a foramen of this segment, ignoring the z-span of the label: lateral to
-    /// the canal, behind the body, within the pedicles' lateral border, and not at the pedicle's own height
-    /// (the intervertebral foramen lies between the pedicles of adjacent vertebrae, beside the disc and the
-    /// posterior body, not beside a pedicle).
-    pub fn in_foramen_xyz(&self, l: [f64; 3]) -> bool {
-        l[0].abs() < self.foramen_outer_x(l[1])
-            && l[1] > self.yw0 - 1.0
-            && l[1] < self.ped_end_y()
-            && (l[2] - self.ped_z).abs() >= self.ped_rz
+    /// Lateral limit of the foramen (local |x|).
+    pub fn foramen_outer_x(&self) -> f64 {
+        self.ped_x + self.ped_rx + 3.0
     }
 }
 
@@ -656,7 +644,12 @@ impl Anatomy {
     pub fn in_foramen(&self, l: [f64; 3]) -> bool {
         let t = self.target();
         let (z0, z1) = self.canal_label_z();
-        l[2] >= z0 && l[2] <= z1 && t.canal_depth(l[0], l[1]) <= 0.0 && t.in_foramen_xyz(l)
+        l[2] >= z0
+            && l[2] <= z1
+            && t.canal_depth(l[0], l[1]) <= 0.0
+            && l[0].abs() < t.foramen_outer_x()
+            && l[1] > t.yw0 - 1.0
+            && l[1] < t.ped_end_y()
     }
 
     /// Evaluates tissue, label and HU at an anatomy-frame point.
@@ -810,13 +803,13 @@ impl Anatomy {
         }
         // Foramen: lateral to the canal, between pedicles, behind the body.
         let ax = l[0].abs();
-        if v.in_foramen_xyz(l) {
+        if ax < v.foramen_outer_x() && l[1] > v.yw0 - 1.0 && l[1] < v.ped_end_y() {
             let label = if in_label_z { labels::CANAL } else { 0 };
             let root_z = v.ped_z - v.ped_rz - 2.5;
             let (dr, _) = seg_dist(
                 [ax, l[1], l[2]],
                 [v.canal_hw - 1.0, v.yw0 + 3.0, root_z + 1.0],
-                [v.foramen_outer_x(v.yw0 + 1.0) + 6.0, v.yw0 + 1.0, root_z - 4.0],
+                [v.foramen_outer_x() + 6.0, v.yw0 + 1.0, root_z - 4.0],
             );
             if dr < 2.4 {
                 return Some(self.sample(Tissue::NerveRoot, label, s));
