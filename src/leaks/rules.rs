@@ -310,10 +310,11 @@ impl SiteFrame {
             let is_behind = c.behind_wall > -VEIN_FRONT_MM;
             behind += usize::from(is_behind);
             venous += usize::from(is_behind && self.venous(&c));
-            for part in if is_behind { &[0, 1][..] } else { &[0][..] } {
+            let parts = if is_behind { 0..2 } else { 0..1 };
+            for part in parts {
                 for (k, x) in [c.along, c.lateral, c.anterior_posterior].into_iter().enumerate() {
-                    lo[*part][k] = lo[*part][k].min(x);
-                    hi[*part][k] = hi[*part][k].max(x);
+                    lo[part][k] = lo[part][k].min(x);
+                    hi[part][k] = hi[part][k].max(x);
                 }
             }
         }
