@@ -21,6 +21,18 @@ struct Stats {
     n: usize,
 }
 
+/// Body Dice against the phantom's truth. The truth labels cement inside the body (10) and metal (20)
+/// over the body they fill; the anatomy stage labels the body with whatever fills it. So the truth body is
+/// body plus intravertebral cement, and metal voxels, which the truth does not place inside or outside the
+/// body, count on neither side.
+fn body_dice(ours: &cementleak::volume::LabelVolume, truth: &cementleak::volume::LabelVolume) -> f64 {
+    let metal = truth.data.mapv(|l| l == labels::NEEDLE);
+    let ours =
+        ndarray::Zip::from(&ours.data).and(&metal).map_collect(|&l, &m| l == labels::VERTEBRAL_BODY && !m);
+    let truth = truth.data.mapv(|l| l == labels::VERTEBRAL_BODY || l == labels::CEMENT);
+    dice(&ours, &truth)
+}
+
 /// Where the truth body's posterior wall lies relative to ours along our wall normal (mm, positive =
 /// behind ours): the 98th percentile of the truth body's voxels within 6 mm of the midline.
 fn wall_offset_mm(a: &cementleak::anatomy::Anatomy, truth: &cementleak::volume::LabelVolume) -> f64 {
@@ -64,10 +76,7 @@ fn evaluate(matrix: usize, pixel_mm: f64, model_mm: f64) -> Stats {
         st.n += 1;
         match segment(&scan.ct, TargetHint::Auto) {
             Ok(a) => {
-                let body = dice(
-                    &a.labels.data.mapv(|l| l == labels::VERTEBRAL_BODY),
-                    &scan.anatomy.data.mapv(|l| l == labels::VERTEBRAL_BODY),
-                );
+                let body = body_dice(&a.labels, &scan.anatomy);
                 let canal = dice(
                     &a.labels.data.mapv(|l| l == labels::CANAL),
                     &scan.anatomy.data.mapv(|l| l == labels::CANAL),
@@ -106,7 +115,7 @@ fn mean(v: &[f64]) -> f64 {
 /// Prints the phantom metrics; the brief's targets (body Dice >= 0.92, canal Dice >= 0.85, wall flag right in
 /// >= 95% of cases) are checked by `phantom_acceptance`.
 #[test]
-#[ignore = "not met: body Dice 0.729 (goal 0.92), canal Dice 0.651 (0.85), wall flag 6/12 (95%); slow"]
+#[ignore = "not met: body Dice 0.729 (goal 0.92), canal Dice 0.651 (0.85), wall flag 6/12 (95%), re-measure with cement counted as body; slow"]
 fn phantom_acceptance() {
     let st = evaluate(256, 0.8, 1.0);
     let (b, c) = (mean(&st.body), mean(&st.canal));
