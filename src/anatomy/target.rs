@@ -18,8 +18,9 @@ const METAL_HU: f32 = 2500.0;
 const NEEDLE_RADIUS_MM: f64 = 2.0;
 /// Largest gap along a needle between metal-bright voxels: partial volume where the needle crosses from one
 /// slice into the next dims it under `METAL_HU` (on the 3 mm trunk CT the bright runs of a hybrid needle
-/// at 11 degrees to the slices are 9-10 mm apart), so the gap also grows with the voxel size.
+/// at 11 degrees to the slices are 9-10 mm apart), so on coarse grids the gap grows with the voxel size.
 const NEEDLE_GAP_MM: f64 = 5.0;
+const NEEDLE_GAP_VOXELS: f64 = 3.5;
 /// A needle is visible over at least this length inside the scan.
 const NEEDLE_MIN_LENGTH_MM: f64 = 20.0;
 /// RANSAC line hypotheses, and draws per hypothesis to find a second point at a distance within `PAIR_MM`
@@ -65,7 +66,7 @@ pub fn find_needle(ct: &CtVolume) -> Option<Needle> {
     }
     let voxel = g.spacing.slice.max(g.spacing.row).max(g.spacing.column);
     let radius = NEEDLE_RADIUS_MM.max(0.9 * voxel);
-    let max_gap = NEEDLE_GAP_MM + 2.0 * voxel;
+    let max_gap = NEEDLE_GAP_MM.max(NEEDLE_GAP_VOXELS * voxel);
     let cells = Cells::new(&pts, PAIR_MM[1]);
     let mut best: Option<(f64, Needle)> = None;
     for _ in 0..RANSAC_TRIES {
