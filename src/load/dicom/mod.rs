@@ -13,8 +13,9 @@
 //! 3. [`order`]: sort along the slice normal, duplicate / spacing / tilt policy, volume [`Geometry`].
 //! 4. [`decode`]: files decoded in parallel (rayon), each written straight into its slice of the
 //!    preallocated f32 volume and dropped, so peak memory stays near the final volume plus one decoded file
-//!    per thread. Uncompressed files are read into one reused buffer per thread and their 16-bit samples
-//!    converted with streaming stores (`stream`); see the crate's `load` module doc for why.
+//!    per thread. Uncompressed single-frame 16-bit files are read straight into their slice of the volume and
+//!    widened there (`direct`), other uncompressed files into one reused buffer per thread; 16-bit samples
+//!    are converted with streaming stores (`stream`); see the crate's `load` module doc for why.
 //!
 //! JPEG and JPEG-LS frames are decoded by libjpeg-turbo and CharLS, C/C++ libraries that `turbojpeg-sys` and
 //! `charls-sys` build from their bundled sources (cmake, C and C++ compilers: see `scripts/setup.sh`).
@@ -22,6 +23,7 @@
 mod buffer;
 pub mod contain;
 pub mod decode;
+mod direct;
 mod fragments;
 pub mod header;
 mod jpegls;
