@@ -87,12 +87,18 @@ pub fn parse_bytes(path: &Path, bytes: &[u8], header_only: bool) -> Result<Defau
             return parse_deflated(path, bytes, &meta);
         }
     }
-    let bytes = match lengths::walk(bytes, bytes.len(), header_only) {
+    // Header only: the strict reader gets the PixelData element's header too and stops there
+    // (`read_until`). Given the bytes before it alone, it would stop on end of input, which dicom-rs reports
+    // as an error carrying a captured backtrace, a third of the header scan's time (perf, 2026-11-24).
+    let (bytes, strict_bytes, until) = match lengths::walk(bytes, bytes.len(), header_only) {
         lengths::Walk::Bad(reason) => return Err(corrupt(reason)),
-        lengths::Walk::Ok(Some(pixel_data_at)) if header_only => &bytes[..pixel_data_at],
-        _ => bytes,
+        lengths::Walk::Ok(Some(at)) if header_only => {
+            (&bytes[..at], &bytes[..bytes.len().min(at + PIXEL_DATA_HEADER)], true)
+        }
+        _ => (bytes, bytes, false),
     };
-    let strict = contain::contained(|| OpenFileOptions::new().from_reader(bytes))
+    let options = if until { OpenFileOptions::new().read_until(PIXEL_DATA) } else { OpenFileOptions::new() };
+    let strict = contain::contained(|| options.from_reader(strict_bytes))
         .map_err(|_| corrupt("the DICOM parser crashed on this file".into()))?;
     match strict {
         Ok(obj) => Ok(obj),
@@ -118,6 +124,10 @@ pub fn parse_bytes(path: &Path, bytes: &[u8], header_only: bool) -> Result<Defau
         }
     }
 }
+
+/// An element header with a 4-byte length (explicit VR OB/OW, or implicit VR and its value's first bytes).
+pub const PIXEL_DATA_HEADER: usize = 12;
+const PIXEL_DATA: dicom_core::Tag = dicom_core::Tag(0x7FE0, 0x0010);
 
 const DEFLATED: &str = "1.2.840.10008.1.2.1.99";
 const EXPLICIT_LE: &str = "1.2.840.10008.1.2.1";
