@@ -10,10 +10,10 @@
 //! parallel (rayon, like the loader): the faster of reading each file into a fresh `Vec` (`std::fs::read`)
 //! and reading it into a buffer each thread reuses. Sequential reading is printed for reference.
 //!
-//! The loader memory-maps uncompressed files (src/load/dicom/decode.rs) and converts from the page cache.
-//! The floor stays a plain read — what the acceptance line asks ("the time to read the same files'
+//! The loader reads each uncompressed 16-bit file's samples straight into its slice of the volume and
+//! widens them there (src/load/dicom/direct.rs). The floor stays a plain read — what the acceptance line asks ("the time to read the same files'
 //! bytes"). For honesty one more reference line is printed, not part of the floor: mapping each file
-//! (populated, as the loader maps it) and reading every byte through the map, in parallel, and the load's
+//! (populated) and reading every byte through the map, in parallel, and the load's
 //! ratio to that.
 //!
 //! The machine this runs on is shared and its load changes within seconds, so the cases are measured in
@@ -25,8 +25,8 @@
 //! loader gives. The loader pays this (the kernel zeroes every fresh page on first touch); the floor, whose
 //! buffers come back from the allocator's free lists, does not.
 //!
-//! And one sketch, for the storage choice (src/volume: the project stores f32 HU): the same uncompressed
-//! load — the loader's header scan and slice plan, one reused read buffer per thread, the same length walk
+//! And one sketch, for the storage choice (src/volume: the project stores f32 HU): an uncompressed
+//! load — the loader's header scan and slice plan, one reused read buffer per thread (the loader's earlier way), the same length walk
 //! to PixelData — writing i16 HU into a fresh i16 volume instead of f32. It skips padding and fractional
 //! rescales (neither occurs in this series), so it is a lower bound on what an i16 loader would cost.
 //!

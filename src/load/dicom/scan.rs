@@ -132,7 +132,7 @@ fn classify(path: &Path) -> Entry {
 /// First read of each file: a classic CT header fits in the first few KiB.
 const FIRST_READ: usize = 16 * 1024;
 
-/// The bytes of `path` up to its PixelData header, given the file and its first bytes `buf`. The read grows
+/// The bytes of `path` up to its PixelData header (and the header), given the file and its first bytes `buf`. The read grows
 /// (doubling) only while the walk needs more; a file is thus read no further than its PixelData header, and
 /// the pixels are read once, by the decoder. Lengths are checked against the file size on the way
 /// ([`super::lengths`]).
@@ -150,7 +150,8 @@ fn header_bytes(
                 return Err(LoadError::Corrupt { path: path.to_path_buf(), reason })
             }
             super::lengths::Walk::Ok(Some(at)) => {
-                buf.truncate(at);
+                // Up to and with PixelData's element header: `parse_bytes` stops the reader there.
+                buf.truncate(at + super::PIXEL_DATA_HEADER);
                 return Ok(buf);
             }
             _ if at_end => return Ok(buf),
@@ -166,7 +167,7 @@ fn header_bytes(
     }
 }
 
-fn read_up_to(f: &mut std::fs::File, buf: &mut [u8]) -> std::io::Result<usize> {
+pub(super) fn read_up_to(f: &mut std::fs::File, buf: &mut [u8]) -> std::io::Result<usize> {
     let mut n = 0;
     while n < buf.len() {
         match f.read(&mut buf[n..])? {
