@@ -8,7 +8,6 @@ use crate::volume::{CtVolume, Direction, Lps, Vec3};
 use ndarray::{Array2, Axis};
 use rand::{Rng, SeedableRng};
 use rayon::prelude::*;
-use std::collections::HashMap;
 
 /// Steel needles and thermocouples saturate the scanner (3071 HU on 12-bit scanners); 2500 HU is above any
 /// bone (cortex 700–1500) and most cement, so what passes it is metal or dense cement.
@@ -23,11 +22,8 @@ const NEEDLE_GAP_MM: f64 = 5.0;
 const NEEDLE_GAP_VOXELS: f64 = 3.5;
 /// A needle is visible over at least this length inside the scan.
 const NEEDLE_MIN_LENGTH_MM: f64 = 20.0;
-/// RANSAC line hypotheses, and draws per hypothesis to find a second point at a distance within `PAIR_MM`
-/// of the first (far enough to fix a direction, near enough to be on the same needle).
+/// RANSAC line hypotheses.
 const RANSAC_TRIES: usize = 300;
-const PAIR_DRAWS: usize = 40;
-const PAIR_MM: [f64; 2] = [8.0, 60.0];
 
 /// A detected needle: the line through it and its deep end (the tip, in the vertebra).
 #[derive(Clone, Copy, Debug)]
@@ -67,20 +63,13 @@ pub fn find_needle(ct: &CtVolume) -> Option<Needle> {
     let voxel = g.spacing.slice.max(g.spacing.row).max(g.spacing.column);
     let radius = NEEDLE_RADIUS_MM.max(0.9 * voxel);
     let max_gap = NEEDLE_GAP_MM.max(NEEDLE_GAP_VOXELS * voxel);
-    let cells = Cells::new(&pts, PAIR_MM[1]);
     let mut best: Option<(f64, Needle)> = None;
     for _ in 0..RANSAC_TRIES {
         let a = pts[rng.random_range(0..pts.len())];
-        // The second point is drawn near the first: when most metal-bright voxels lie elsewhere (a hip
-        // implant, dense contrast, a second needle), two independent draws rarely land on the same needle
-        // (the 3 mm trunk CT with hybrid needles: 100 of 491 metal-bright voxels on the needles).
-        let near = cells.near(a);
-        let Some(b) = (0..PAIR_DRAWS)
-            .map(|_| pts[near[rng.random_range(0..near.len())]])
-            .find(|b| (PAIR_MM[0]..=PAIR_MM[1]).contains(&a.distance(*b)))
-        else {
+        let b = pts[rng.random_range(0..pts.len())];
+        if a.distance(b) < 8.0 {
             continue;
-        };
+        }
         let Some(dir) = (b - a).normalized() else { continue };
         let mut along: Vec<f64> = Vec::new();
         let mut shell: Vec<f64> = Vec::new();
@@ -138,43 +127,6 @@ pub fn find_needle(ct: &CtVolume) -> Option<Needle> {
         }
     }
     best.map(|(_, n)| n)
-}
-
-/// Points binned in cubes of `size` mm, to draw pairs of points near each other.
-struct Cells {
-    size: f64,
-    bins: HashMap<[i64; 3], Vec<usize>>,
-}
-
-impl Cells {
-    fn new(pts: &[Lps], size: f64) -> Self {
-        let mut bins: HashMap<[i64; 3], Vec<usize>> = HashMap::new();
-        for (i, p) in pts.iter().enumerate() {
-            bins.entry(Self::key(*p, size)).or_default().push(i);
-        }
-        Cells { size, bins }
-    }
-
-    fn key(p: Lps, size: f64) -> [i64; 3] {
-        p.0.map(|v| (v / size).floor() as i64)
-    }
-
-    /// Indices of the points in the cube holding `p` and its 26 neighbours (never empty when `p` is one
-    /// of the binned points).
-    fn near(&self, p: Lps) -> Vec<usize> {
-        let k = Self::key(p, self.size);
-        let mut out = Vec::new();
-        for dz in -1..=1 {
-            for dy in -1..=1 {
-                for dx in -1..=1 {
-                    if let Some(v) = self.bins.get(&[k[0] + dz, k[1] + dy, k[2] + dx]) {
-                        out.extend_from_slice(v);
-                    }
-                }
-            }
-        }
-        out
-    }
 }
 
 /// The canal's centre line near one level: a point on it and its unit direction (toward superior).
