@@ -221,13 +221,21 @@ fn first_peak(profile: &[Option<f32>], ks: Vec<usize>) -> Option<usize> {
 }
 
 /// Per slice, how far the profile lies under its closing over `w` slices (running maximum, then running
-/// minimum): the depth of a valley narrower than the window; zero on plateaus and slopes.
+/// minimum): the depth of a valley narrower than the window; zero on plateaus and slopes. The ends are
+/// extended with their own value, so a slope running out of the scan is no valley: only one side is seen.
 fn valley_depth(p: &[f32], w: usize) -> Vec<f32> {
     let h = w / 2;
-    let n = p.len();
+    let (Some(&first), Some(&last)) = (p.first(), p.last()) else { return Vec::new() };
+    let ext: Vec<f32> = std::iter::repeat_n(first, 2 * h)
+        .chain(p.iter().copied())
+        .chain(std::iter::repeat_n(last, 2 * h))
+        .collect();
+    let n = ext.len();
     let window = |k: usize| k.saturating_sub(h)..(k + h + 1).min(n);
-    let dil: Vec<f32> = (0..n).map(|k| p[window(k)].iter().copied().fold(f32::MIN, f32::max)).collect();
-    (0..n).map(|k| dil[window(k)].iter().copied().fold(f32::MAX, f32::min) - p[k]).collect()
+    let dil: Vec<f32> = (0..n).map(|k| ext[window(k)].iter().copied().fold(f32::MIN, f32::max)).collect();
+    (2 * h..2 * h + p.len())
+        .map(|k| dil[window(k)].iter().copied().fold(f32::MAX, f32::min) - ext[k])
+        .collect()
 }
 
 /// Segments `[a, b)` of the profile, alternating body (true) and disc (false), maximising agreement with
@@ -553,5 +561,8 @@ mod tests {
         assert_eq!(d[2], 110.0);
         assert_eq!(d[3], 110.0);
         assert_eq!(d[9], 0.0);
+        // A slope out of the scan is not a valley.
+        let d = valley_depth(&[77.0, 87.0, 109.0, 142.0, 175.0, 190.0], 7);
+        assert!(d.iter().all(|&v| v == 0.0), "{d:?}");
     }
 }
