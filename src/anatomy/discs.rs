@@ -22,6 +22,23 @@ const EDGE_HALF_MM: f64 = 4.5;
 const MAX_DISC_MM: f64 = 18.0;
 /// Endplate refinement window around the profile's boundary.
 const REFINE_MM: f64 = 5.0;
+/// The endplate's cortex is the peak of the profile next to the disc. Blurred by the slice thickness and
+/// the smoothing, it spreads into the disc, so the body/disc transition (where the profile crosses the
+/// threshold, or its steepest step) lies 2–4 mm outside the body; the peak is searched this far inward from
+/// the transition.
+const ENDPLATE_REACH_MM: f64 = 4.0;
+/// Where the boundary goes between the steepest step (outside the body) and the endplate's peak (inside
+/// it: the cortex is the body's outer layer): halfway. The phantoms' truth sits near the peak, the trunk
+/// CT's reference masks about a slice beyond it; the peak itself cut L1 of the trunk CT to Dice 0.82.
+const TOWARD_PEAK: f64 = 0.5;
+/// Values within this of the window's maximum count as the peak (the first one from the disc side: cement
+/// or a blastic focus next to the endplate makes a plateau, not a peak).
+const PEAK_TOL_HU: f32 = 10.0;
+/// A disc is a dip between two endplates: the profile's closing over this window (valleys narrower than it
+/// filled) minus the profile measures how far a slice lies under both its neighbours. Wider than a
+/// thoracic disc with its blurred endplates, narrower than a body, so the dark marrow of an osteoporotic or
+/// lytic neighbour (a long low run, with no higher ground on both sides within reach) is not a dip.
+const VALLEY_MM: f64 = 8.0;
 
 #[derive(Clone, Copy, Debug)]
 pub struct Levels {
@@ -77,9 +94,10 @@ pub fn levels(
             "no vertebral body along the spine near the level of interest".into(),
         ));
     };
-    let target = (segs[ti].0, segs[ti].1);
-    let bottom0 = target.0 as f64 - 0.5;
-    let top0 = target.1 as f64 - 0.5;
+    let raw = (segs[ti].0, segs[ti].1);
+    let reach = (ENDPLATE_REACH_MM / f.step).round().max(1.0) as usize;
+    let target = endplate_peaks(profile, raw.0, raw.1, reach);
+    let (bottom0, top0) = (raw.0 as f64 - 0.5, raw.1 as f64 - 0.5);
     let body_level = {
         let mut v: Vec<f32> = profile[target.0..target.1].iter().flatten().copied().collect();
         quantile(&mut v, 0.5).unwrap_or(hb)
@@ -92,6 +110,14 @@ pub fn levels(
     let dn_end = dn.map(|(a, _, _)| a as f64 - 0.5);
     let next_up = up.is_some_and(|(_, b, _)| b < last);
     let next_dn = dn.is_some_and(|(a, _, _)| a > first);
+    // The neighbours' endplates, like the target's, end at their peaks.
+    let up_peak = up.filter(|_| next_up).and_then(|(_, b, _)| {
+        first_peak(profile, (b..=(b + reach).min(last - 1)).collect()).map(|k| k as f64 - 0.5)
+    });
+    let dn_peak = dn.filter(|_| next_dn).and_then(|(a, _, _)| {
+        first_peak(profile, (a.saturating_sub(reach + 1).max(first)..a).rev().collect())
+            .map(|k| k as f64 + 0.5)
+    });
 
     // Column-wise refinement within the body's mid-height cross-section: in a window around the profile's
     // boundary, the step edge (mean on one side minus the other) is strongest at the endplate.
@@ -145,13 +171,19 @@ pub fn levels(
             p
         }
     };
-    let top = fit(top0, true);
-    let bottom = fit(bottom0, false);
+    // The columns' steepest steps give the endplates' tilt; the step and the profile's peak together give
+    // where they cross the axis.
+    let recentre = |p: KPlane, at: f64| KPlane { a: p.a + at - p.at(ax.j, ax.i), ..p };
+    let toward = |edge: f64, peak: f64| edge + TOWARD_PEAK * (peak - edge);
+    let snap = |p: KPlane, peak: f64| recentre(p, toward(p.at(ax.j, ax.i), peak));
+    let top = snap(fit(top0, true), target.1 as f64 - 0.5);
+    let bottom = snap(fit(bottom0, false), target.0 as f64 - 0.5);
     // A disc's far side must stay a disc's thickness away from the body's endplate.
     let min_disc = f.px(MIN_DISC_MM);
     let (top_c, bottom_c) = (top.at(ax.j, ax.i), bottom.at(ax.j, ax.i));
     let above_disc_end = up_end.map(|e| {
         let p = if next_up { fit(e, false) } else { KPlane::flat(e) };
+        let p = up_peak.map_or(p, |k| snap(p, k));
         if p.at(ax.j, ax.i) < top_c + min_disc {
             KPlane::flat(e.max(top_c + min_disc))
         } else {
@@ -160,6 +192,7 @@ pub fn levels(
     });
     let below_disc_end = dn_end.map(|e| {
         let p = if next_dn { fit(e, true) } else { KPlane::flat(e) };
+        let p = dn_peak.map_or(p, |k| snap(p, k));
         if p.at(ax.j, ax.i) > bottom_c - min_disc {
             KPlane::flat(e.min(bottom_c - min_disc))
         } else {
@@ -167,6 +200,42 @@ pub fn levels(
         }
     });
     Ok(Levels { bottom, top, below_disc_end, above_disc_end, threshold: t, body_hu: body_level })
+}
+
+/// The body `[a, b)` of the split narrowed to its endplates' peaks: the first slice, from each end, within
+/// [`PEAK_TOL_HU`] of the highest within `reach` slices.
+fn endplate_peaks(profile: &[Option<f32>], a: usize, b: usize, reach: usize) -> (usize, usize) {
+    if b < a + 2 * reach + 2 {
+        return (a, b);
+    }
+    let lo = first_peak(profile, (a..=a + reach).collect()).unwrap_or(a);
+    let hi = first_peak(profile, (b - 1 - reach..b).rev().collect()).map_or(b, |k| k + 1);
+    (lo, hi)
+}
+
+/// The first of the slices `ks` (in order) within [`PEAK_TOL_HU`] of their highest value.
+fn first_peak(profile: &[Option<f32>], ks: Vec<usize>) -> Option<usize> {
+    let v = |k: usize| profile.get(k).copied().flatten();
+    let m = ks.iter().filter_map(|&k| v(k)).fold(f32::MIN, f32::max);
+    ks.into_iter().find(|&k| v(k).is_some_and(|x| x >= m - PEAK_TOL_HU))
+}
+
+/// Per slice, how far the profile lies under its closing over `w` slices (running maximum, then running
+/// minimum): the depth of a valley narrower than the window; zero on plateaus and slopes. The ends are
+/// extended with their own value, so a slope running out of the scan is no valley: only one side is seen.
+fn valley_depth(p: &[f32], w: usize) -> Vec<f32> {
+    let h = w / 2;
+    let (Some(&first), Some(&last)) = (p.first(), p.last()) else { return Vec::new() };
+    let ext: Vec<f32> = std::iter::repeat_n(first, 2 * h)
+        .chain(p.iter().copied())
+        .chain(std::iter::repeat_n(last, 2 * h))
+        .collect();
+    let n = ext.len();
+    let window = |k: usize| k.saturating_sub(h)..(k + h + 1).min(n);
+    let dil: Vec<f32> = (0..n).map(|k| ext[window(k)].iter().copied().fold(f32::MIN, f32::max)).collect();
+    (2 * h..2 * h + p.len())
+        .map(|k| dil[window(k)].iter().copied().fold(f32::MAX, f32::min) - ext[k])
+        .collect()
 }
 
 /// Segments `[a, b)` of the profile, alternating body (true) and disc (false), maximising agreement with
@@ -183,11 +252,16 @@ fn alternate(profile: &[Option<f32>], shell: &[f64], t: f32, step: f64) -> Vec<(
     // marrow is as dark as disc (the basivertebral centre, osteoporosis, lysis). The converse does not
     // hold: a thin cortex at mid-height (L1 on the 3 mm trunk CT) stays under the shell threshold in up to
     // half the directions, so a missing ring is no evidence of disc.
+    // The global threshold cannot tell a neighbour's dark marrow from disc; a disc is also a dip between two
+    // endplates, which dark marrow (longer than the window) is not. Slices outside the scan are neutral.
+    let filled: Vec<f32> = profile.iter().map(|p| p.unwrap_or(t)).collect();
+    let valley = valley_depth(&filled, (VALLEY_MM / step).round() as usize | 1);
     let sc: Vec<f32> = profile
         .iter()
         .zip(shell)
-        .map(|(p, &c)| {
-            let s = p.map_or(0.0, |v| (v - t).clamp(-clip, clip));
+        .zip(&valley)
+        .map(|((p, &c), &d)| {
+            let s = p.map_or(0.0, |v| (v - t).clamp(-clip, clip) - d.min(clip));
             if c >= BODY_SHELL_COVERAGE {
                 s.max(SHELL_SCORE * clip)
             } else {
@@ -293,4 +367,202 @@ pub fn shell_coverage(f: &Fine, ax: &BodyAxis, shell_hu: f32) -> Vec<f64> {
             hits as f64 / n_rays
         })
         .collect()
+}
+
+/// Development aid: dumps, per case, what the split reads (profile, shell coverage) with the truth body's
+/// extent along the frame axis, as JSON lines for offline study of the split. Phantom seeds from
+/// `$DISC_DUMP_SEEDS` ("300..325", positions in the phantom test's order); the trunk CT's L1–L5 when
+/// `$DISC_DUMP_REAL` is set. Output: `$DISC_DUMP`.
+#[cfg(test)]
+mod dump {
+    use crate::anatomy::{body, canal, context::Fine, fine_frame, level_inputs, target, TargetHint};
+    use crate::volume::{labels, CtVolume, Lps, PatientPosition, Volume};
+    use std::io::Write;
+
+    fn dump_one(ct: &CtVolume, hint: TargetHint, truth: &CtVolume, name: &str) -> Option<String> {
+        let p = match hint {
+            TargetHint::AtPoint(p) => p,
+            TargetHint::Auto => target::find_needle(ct)?.tip,
+        };
+        let line = target::canal_line(ct, p).ok()?;
+        let sp = ct.geometry.spacing;
+        let step = sp.row.min(sp.column).clamp(1.25, 1.5);
+        let level_pt = line.point + line.direction * (p - line.point).dot(line.direction);
+        let center = [
+            super::super::FRAME_HALF_HEIGHT_MM / step,
+            super::super::FRAME_ANTERIOR_MM / step,
+            super::super::FRAME_HALF_WIDTH_MM / step,
+        ];
+        let f: Fine = fine_frame(ct, line.direction, level_pt, center, step);
+        let canal = canal::segment(&f, super::super::RING_HU);
+        let axis = body::axis(&f, &canal).ok()?;
+        let li = level_inputs(&f, &axis);
+        let ours = super::super::body_and_discs(&f, &canal, &axis).ok().map(|b| {
+            let lv = b.levels;
+            (lv.bottom.at(axis.j, axis.i), lv.top.at(axis.j, axis.i))
+        });
+        let tr = f.frame.resample(truth);
+        let r = f.px((axis.depth_mm / 3.0).clamp(4.0, 9.0));
+        let nk = f.dims()[0];
+        let frac: Vec<f64> = (0..nk)
+            .map(|k| {
+                let (mut s, mut n) = (0.0f64, 0.0f64);
+                for ((j, i), &v) in tr.index_axis(ndarray::Axis(0), k).indexed_iter() {
+                    if (j as f64 - axis.j).powi(2) + (i as f64 - axis.i).powi(2) <= r * r {
+                        s += (v > 500.0) as u8 as f64;
+                        n += 1.0;
+                    }
+                }
+                s / n.max(1.0)
+            })
+            .collect();
+        Some(
+            serde_json::json!({
+                "name": name, "step": step, "kc": f.center[0],
+                "profile": li.profile, "shell": li.shell, "truth": frac, "ours": ours,
+            })
+            .to_string(),
+        )
+    }
+
+    #[test]
+    #[ignore = "development aid"]
+    fn dump_profiles() {
+        let Some(out) = std::env::var_os("DISC_DUMP") else { return };
+        let mut w = std::fs::File::create(out).expect("dump file");
+        if let Some((a, b)) = std::env::var("DISC_DUMP_SEEDS").ok().and_then(|s| {
+            let (a, b) = s.split_once("..")?;
+            Some((a.trim().parse::<u64>().ok()?, b.trim().parse::<u64>().ok()?))
+        }) {
+            for (i, seed) in (a..b).enumerate() {
+                let mut spec = crate::phantom::PhantomSpec::from_seed(seed);
+                spec.position = PatientPosition::ALL[i % 4];
+                spec.matrix = 256;
+                spec.pixel_mm = Some(0.8);
+                spec.model_mm = 1.0;
+                spec.steps = Some(2);
+                let case = crate::phantom::generate_case(&spec).expect("case");
+                let Some(scan) = case.scans.last() else { continue };
+                let truth = Volume::new(
+                    scan.anatomy.data.mapv(|l| {
+                        if l == labels::VERTEBRAL_BODY || l == labels::CEMENT {
+                            1000.0
+                        } else {
+                            0.0
+                        }
+                    }),
+                    scan.anatomy.geometry,
+                );
+                let name = format!("seed {seed} {:?} {:?}", case.summary.level, case.summary.lesion);
+                if let Some(l) = dump_one(&scan.ct, TargetHint::Auto, &truth, &name) {
+                    writeln!(w, "{l}").expect("write");
+                }
+            }
+        }
+        if std::env::var_os("DISC_DUMP_REAL").is_some() {
+            let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join("../shared/data/real/totalseg-trunk");
+            let load = |n: &str| {
+                crate::load::load_scan(&dir.join(n), &crate::load::LoadOptions::default())
+                    .expect("nifti")
+                    .volume
+            };
+            let (ct, bd, vert) =
+                (load("ct.nii.gz"), load("vertebral_bodies_and_discs.nii.gz"), load("vertebrae.nii.gz"));
+            for (name, code) in [("L1", 31.0), ("L2", 30.0), ("L3", 29.0), ("L4", 28.0), ("L5", 27.0)] {
+                let (mut s, mut n) = ([0.0f64; 3], 0.0);
+                let ind = Volume::new(
+                    ndarray::Array3::from_shape_fn(vert.data.dim(), |(z, y, x)| {
+                        let q = vert.geometry.voxel_to_lps([z, y, x]);
+                        let inside = (vert.data[(z, y, x)] - code).abs() < 0.5
+                            && bd.at_lps(q).is_some_and(|&v| (v - 1.0).abs() < 0.5);
+                        if inside {
+                            for (acc, v) in s.iter_mut().zip(q.0) {
+                                *acc += v;
+                            }
+                            n += 1.0;
+                            1000.0
+                        } else {
+                            0.0
+                        }
+                    }),
+                    vert.geometry,
+                );
+                let p = Lps(s.map(|v| v / n));
+                if let Some(l) = dump_one(&ct, TargetHint::AtPoint(p), &ind, name) {
+                    writeln!(w, "{l}").expect("write");
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The body containing `k` after the split and the endplate snap.
+    fn body_at(profile: &[Option<f32>], shell: &[f64], k: usize) -> (usize, usize) {
+        let mut vals: Vec<f32> = profile.iter().flatten().copied().collect();
+        let (med, low) = (quantile(&mut vals, 0.5).unwrap(), quantile(&mut vals, 0.08).unwrap());
+        let segs = alternate(profile, shell, (med + low) / 2.0, 1.25);
+        let &(a, b, _) = segs.iter().find(|s| s.2 && s.0 <= k && k < s.1).expect("a body at k");
+        endplate_peaks(profile, a, b, 3)
+    }
+
+    /// Core profile of development phantom 300 (T9, cement-filled target, 1.25 mm steps): a thin disc (the
+    /// dip at 33–35) between the target and an upper neighbour whose marrow (96–133 HU) is under the
+    /// global threshold. The target's truth is slices 14..32.
+    #[test]
+    fn a_dark_neighbour_is_not_swallowed() {
+        let hu = [
+            89, 91, 93, 94, 94, 99, 131, 206, 254, 202, 123, 91, 105, 171, 253, 251, 202, 230, 338, 400, 400,
+            400, 400, 400, 400, 400, 400, 400, 400, 400, 400, 343, 175, 97, 85, 96, 116, 132, 133, 120, 105,
+            98, 96, 96, 97, 98,
+        ];
+        let cov = [
+            94, 94, 82, 82, 88, 94, 100, 100, 100, 100, 58, 0, 29, 100, 100, 100, 100, 94, 100, 100, 100,
+            100, 100, 100, 100, 100, 100, 100, 100, 100, 100, 100, 100, 100, 0, 11, 100, 100, 100, 100, 70,
+            70, 64, 58, 64, 70,
+        ];
+        let profile: Vec<Option<f32>> = hu.iter().map(|&v| Some(v as f32)).collect();
+        let shell: Vec<f64> = cov.iter().map(|&c| c as f64 / 100.0).collect();
+        let (a, b) = body_at(&profile, &shell, 23);
+        assert!((13..=15).contains(&a), "body starts at {a}");
+        assert!((30..=33).contains(&b), "body ends at {b} (disc at 33-35)");
+    }
+
+    /// Trunk CT L3 (1.25 mm steps, normal marrow, 10 mm discs): the reference body is slices 24..41.
+    #[test]
+    fn a_lumbar_body_ends_at_its_endplates() {
+        let hu = [
+            147, 142, 132, 124, 121, 117, 113, 109, 107, 109, 115, 124, 140, 163, 176, 156, 115, 86, 73, 68,
+            67, 72, 93, 141, 189, 194, 161, 130, 116, 114, 115, 113, 109, 109, 112, 115, 121, 134, 155, 171,
+            163, 131, 96, 75, 67, 67, 75, 97, 136, 173, 182, 165, 140, 124, 121, 125, 126, 121, 115, 112,
+            112, 116, 122, 131, 140,
+        ];
+        let cov = [
+            100, 100, 100, 100, 100, 100, 100, 100, 100, 100, 100, 100, 100, 100, 100, 100, 5, 0, 0, 0, 35,
+            82, 94, 100, 100, 100, 100, 100, 100, 100, 100, 100, 94, 88, 88, 94, 100, 100, 100, 100, 100,
+            100, 11, 0, 0, 0, 17, 100, 100, 100, 100, 100, 100, 94, 100, 100, 100, 100, 100, 94, 88, 88, 94,
+            100, 100,
+        ];
+        let profile: Vec<Option<f32>> = hu.iter().map(|&v| Some(v as f32)).collect();
+        let shell: Vec<f64> = cov.iter().map(|&c| c as f64 / 100.0).collect();
+        let (a, b) = body_at(&profile, &shell, 32);
+        assert!((23..=25).contains(&a), "body starts at {a}");
+        assert!((40..=42).contains(&b), "body ends at {b}");
+    }
+
+    #[test]
+    fn valleys_narrower_than_the_window_only() {
+        let p = [200.0, 200.0, 90.0, 90.0, 200.0, 200.0, 90.0, 90.0, 90.0, 90.0, 90.0, 90.0, 90.0, 200.0];
+        let d = valley_depth(&p, 5);
+        assert_eq!(d[2], 110.0);
+        assert_eq!(d[3], 110.0);
+        assert_eq!(d[9], 0.0);
+        // A slope out of the scan is not a valley.
+        let d = valley_depth(&[77.0, 87.0, 109.0, 142.0, 175.0, 190.0], 7);
+        assert!(d.iter().all(|&v| v == 0.0), "{d:?}");
+    }
 }

@@ -195,9 +195,17 @@ struct BodyPass {
     edge_hu: f32,
 }
 
-/// Core profile -> body and disc levels -> endplate planes -> the body's cross-sections between them and
-/// the discs next to them. See the module documentation.
-fn body_and_discs(f: &Fine, canal: &canal::Canal, axis: &body::BodyAxis) -> Result<BodyPass, AnatomyError> {
+/// What the body/disc split reads along the body's axis.
+struct LevelInputs {
+    /// Core profile with cement clipped to dense marrow.
+    profile: Vec<Option<f32>>,
+    /// Shell coverage per slice.
+    shell: Vec<f64>,
+    edge_hu: f32,
+    shell_hu: f32,
+}
+
+fn level_inputs(f: &Fine, axis: &body::BodyAxis) -> LevelInputs {
     let profile = body::core_profile(f, axis);
     // A first footprint at the threshold halfway between marrow and soft tissue, for endplate refinement.
     let mut prof_vals: Vec<f32> = profile.iter().flatten().copied().collect();
@@ -209,11 +217,6 @@ fn body_and_discs(f: &Fine, canal: &canal::Canal, axis: &body::BodyAxis) -> Resu
     // The cortical shell stands clearly above disc (the profile's low tail), whatever the marrow does.
     let disc0 = context::quantile(&mut prof_vals, 0.08).unwrap_or(90.0);
     let shell_hu = edge_hu.max(disc0 + body::SHELL_ABOVE_DISC_HU);
-    let foot_at = |k: usize| {
-        body::footprints(f, canal, axis, edge_hu, shell_hu, k..k + 1)
-            .mask
-            .index_axis_move(ndarray::Axis(0), k)
-    };
     if tracing::enabled!(tracing::Level::DEBUG) {
         tracing::debug!(
             "profile {:?}",
@@ -224,7 +227,19 @@ fn body_and_discs(f: &Fine, canal: &canal::Canal, axis: &body::BodyAxis) -> Resu
     tracing::debug!("shell coverage {:?}", shell.iter().map(|c| (c * 100.0) as i32).collect::<Vec<_>>());
     // Cement in the core says "body" no louder than dense marrow: left unclipped it would set the body/disc
     // split's threshold and push thin, darker bodies to the disc side.
-    let level_profile: Vec<Option<f32>> = profile.iter().map(|p| p.map(|v| v.min(MAX_MARROW_HU))).collect();
+    let profile: Vec<Option<f32>> = profile.iter().map(|p| p.map(|v| v.min(MAX_MARROW_HU))).collect();
+    LevelInputs { profile, shell, edge_hu, shell_hu }
+}
+
+/// Core profile -> body and disc levels -> endplate planes -> the body's cross-sections between them and
+/// the discs next to them. See the module documentation.
+fn body_and_discs(f: &Fine, canal: &canal::Canal, axis: &body::BodyAxis) -> Result<BodyPass, AnatomyError> {
+    let LevelInputs { profile: level_profile, shell, edge_hu, shell_hu } = level_inputs(f, axis);
+    let foot_at = |k: usize| {
+        body::footprints(f, canal, axis, edge_hu, shell_hu, k..k + 1)
+            .mask
+            .index_axis_move(ndarray::Axis(0), k)
+    };
     let lv = discs::levels(f, axis, &level_profile, f.center[0], &shell, &foot_at)?;
     tracing::debug!(?axis, ?lv, edge_hu, shell_hu, "levels");
     tracing::debug!(
