@@ -264,10 +264,12 @@ fn restore_from_consensus(
         // stack is as likely disc under a tilted endplate (the footprint doing the endplate's work) as
         // lysis, and the endplate planes alone would then give that disc to the body.
         let sound = |n: usize, a: usize| radii[n][a] >= CONSENSUS_DEFICIT * cons[a];
+        let deficient: Vec<bool> = (0..N_RAYS).map(|a| own[a] < CONSENSUS_DEFICIT * cons[a]).collect();
+        let wide = in_wide_runs(&deficient, CONSENSUS_MIN_WEDGE_RAYS);
         let mut r = *own;
         let mut changed = false;
         for (a, v) in r.iter_mut().enumerate() {
-            if *v >= CONSENSUS_DEFICIT * cons[a] {
+            if !wide[a] {
                 continue;
             }
             let below = (0..m).rev().find(|&n| sound(n, a));
@@ -290,6 +292,37 @@ fn restore_from_consensus(
             }
         });
     }
+}
+
+/// A lost wedge spans at least this many neighbouring rays (30°): narrower shortfalls are the body's own
+/// shape varying along its height (a rib head's contact, a vessel groove), not a lesion.
+const CONSENSUS_MIN_WEDGE_RAYS: usize = 10;
+
+/// Per ray, whether it lies in a circular run of `true` at least `min_len` long.
+fn in_wide_runs(v: &[bool], min_len: usize) -> Vec<bool> {
+    let n = v.len();
+    let mut out = vec![false; n];
+    if v.iter().all(|&b| b) {
+        return vec![n >= min_len; n];
+    }
+    // Start just after a `false` so that no run wraps past the start.
+    let Some(start) = (0..n).find(|&a| !v[a]) else { return out };
+    let mut a = 0;
+    while a < n {
+        let idx = (start + 1 + a) % n;
+        if !v[idx] {
+            a += 1;
+            continue;
+        }
+        let len = (a..n).take_while(|&b| v[(start + 1 + b) % n]).count();
+        if len >= min_len {
+            for b in a..a + len {
+                out[(start + 1 + b) % n] = true;
+            }
+        }
+        a += len;
+    }
+    out
 }
 
 /// Radius (pixels) of the outermost `true` pixel along each ray from `c` within the ellipse of semi-axes
@@ -416,6 +449,14 @@ mod tests {
             center_i: 30.0,
         };
         (m, canal, BodyAxis { j: 30.0, i: 30.0, depth_mm: 2.0 * r })
+    }
+
+    #[test]
+    fn wide_runs_wrap_around() {
+        let v = [true, true, false, true, false, true, true, true];
+        assert_eq!(in_wide_runs(&v, 3), vec![true, true, false, false, false, true, true, true]);
+        assert_eq!(in_wide_runs(&[true; 4], 5), vec![false; 4]);
+        assert_eq!(in_wide_runs(&[false; 4], 1), vec![false; 4]);
     }
 
     #[test]
