@@ -2,6 +2,9 @@
 //! walking anterior from the canal; its cross-section per slice from a threshold between the body's own
 //! marrow and soft tissue, closed and filled (so lytic holes and cement inside stay body), cut at the
 //! posterior wall, opened to detach ribs, aorta and psoas, and bounded by an ellipse of the body's size.
+//! The section is nearly constant along the body's height, so a slice that lost a wedge of 30° or more (lytic
+//! marrow as dark as soft tissue, a faint cortex) takes in those rays the radius the body's slices agree on,
+//! where sound slices lie both above and below it.
 
 use super::canal::Canal;
 use super::context::{median, Fine, CEMENT_HU};
