@@ -2,6 +2,9 @@
 //! walking anterior from the canal; its cross-section per slice from a threshold between the body's own
 //! marrow and soft tissue, closed and filled (so lytic holes and cement inside stay body), cut at the
 //! posterior wall, opened to detach ribs, aorta and psoas, and bounded by an ellipse of the body's size.
+//! The section is nearly constant along the body's height, so a slice that lost a wedge of 30° or more (lytic
+//! marrow as dark as soft tissue, a faint cortex) takes in those rays the radius the body's slices agree on,
+//! where sound slices lie both above and below it.
 
 use super::canal::Canal;
 use super::context::{median, Fine, CEMENT_HU};
@@ -207,7 +210,158 @@ pub fn footprints(
             coverage
         })
         .collect();
+    restore_from_consensus(&mut out, canal, ax, (semi_ap / f.step, semi_lr / f.step), f.px(1.0));
     Footprints { mask: out, shell }
+}
+
+/// A slice takes part in the shape consensus when its cross-section covers at least this fraction of the
+/// largest one: disc slices at a tilted endplate and partial slices stay out of it and are not grown.
+const CONSENSUS_MIN_AREA: f64 = 0.5;
+/// Fewest slices for a consensus: with fewer the per-ray statistic is one slice's own shape.
+const CONSENSUS_MIN_SLICES: usize = 3;
+/// A slice is restored only when its area falls below this fraction of the consensus outline's area.
+const CONSENSUS_SLICE_LOSS: f64 = 0.85;
+/// Per ray, the consensus radius is this quantile of the slices' radii: above the median so that a lytic
+/// lesion spanning half of the body's height still leaves the sound slices in charge, below the top so
+/// that the odd slice merged with a rib head or the aorta does not set it.
+const CONSENSUS_QUANTILE: f64 = 0.7;
+/// A ray whose own radius falls short of this fraction of the consensus lost its bone (lysis, a faint
+/// cortex) and takes the consensus radius instead; the body's waist at mid-height is well within it.
+const CONSENSUS_DEFICIT: f64 = 0.8;
+
+/// The body's axial section is nearly constant along its height. Where a slice lost a wedge (marrow as
+/// dark as soft tissue and a faint cortex on one side of a lytic body), the rays of that wedge take the
+/// radius most slices agree on. Slices are only grown, never cut, and the canal stays out.
+fn restore_from_consensus(
+    out: &mut Array3<bool>,
+    canal: &Canal,
+    ax: &BodyAxis,
+    semi: (f64, f64),
+    canal_margin_px: f64,
+) {
+    let (nk, nj, ni) = out.dim();
+    let c = (ax.j, ax.i);
+    let areas: Vec<usize> = out.axis_iter(Axis(0)).map(|s| s.iter().filter(|&&b| b).count()).collect();
+    let max_area = areas.iter().copied().max().unwrap_or(0);
+    if max_area == 0 {
+        return;
+    }
+    let members: Vec<usize> =
+        (0..nk).filter(|&k| areas[k] as f64 >= CONSENSUS_MIN_AREA * max_area as f64).collect();
+    if members.len() < CONSENSUS_MIN_SLICES {
+        return;
+    }
+    let radii: Vec<[f64; N_RAYS]> =
+        members.iter().map(|&k| outer_radii(&out.index_axis(Axis(0), k).to_owned(), c, semi)).collect();
+    let Some(cons) = consensus_radii(&radii, CONSENSUS_QUANTILE) else { return };
+    for (m, &k) in members.iter().enumerate() {
+        let own = &radii[m];
+        // Only a slice that lost a real part of its section is restored: a sound slice stays as its own
+        // bone says, even where other slices bulge into a rib head or the aorta.
+        if areas[k] as f64 >= CONSENSUS_SLICE_LOSS * star_area(&cons)
+            || !own.iter().zip(&cons).any(|(&o, &q)| o < CONSENSUS_DEFICIT * q)
+        {
+            continue;
+        }
+        // A ray is restored only between sound slices above and below: a wedge lost at the end of the
+        // stack is as likely disc under a tilted endplate (the footprint doing the endplate's work) as
+        // lysis, and the endplate planes alone would then give that disc to the body.
+        let sound = |n: usize, a: usize| radii[n][a] >= CONSENSUS_DEFICIT * cons[a];
+        let deficient: Vec<bool> = (0..N_RAYS).map(|a| own[a] < CONSENSUS_DEFICIT * cons[a]).collect();
+        let wide = in_wide_runs(&deficient, CONSENSUS_MIN_WEDGE_RAYS);
+        let mut r = *own;
+        let mut changed = false;
+        for (a, v) in r.iter_mut().enumerate() {
+            if !wide[a] {
+                continue;
+            }
+            let below = (0..m).rev().find(|&n| sound(n, a));
+            let above = (m + 1..members.len()).find(|&n| sound(n, a));
+            if let (Some(b), Some(t)) = (below, above) {
+                *v = radii[b][a].min(radii[t][a]).min(cons[a]).max(*v);
+                changed = true;
+            }
+        }
+        if !changed {
+            continue;
+        }
+        let star = rasterize_star(&r, c, (nj, ni));
+        let wall = canal.front_j[k] + canal_margin_px;
+        let canal_wide = dilate(&canal.mask.index_axis(Axis(0), k).to_owned(), canal_margin_px as f32);
+        let mut sl = out.index_axis_mut(Axis(0), k);
+        ndarray::Zip::indexed(&mut sl).and(&star).and(&canal_wide).for_each(|(j, _), o, &s, &w| {
+            if s && !w && (j as f64) <= wall {
+                *o = true;
+            }
+        });
+    }
+}
+
+/// A lost wedge spans at least this many neighbouring rays (30°): narrower shortfalls are the body's own
+/// shape varying along its height (a rib head's contact, a vessel groove), not a lesion.
+const CONSENSUS_MIN_WEDGE_RAYS: usize = 10;
+
+/// Per ray, whether it lies in a circular run of `true` at least `min_len` long.
+fn in_wide_runs(v: &[bool], min_len: usize) -> Vec<bool> {
+    let n = v.len();
+    let mut out = vec![false; n];
+    if v.iter().all(|&b| b) {
+        return vec![n >= min_len; n];
+    }
+    // Start just after a `false` so that no run wraps past the start.
+    let Some(start) = (0..n).find(|&a| !v[a]) else { return out };
+    let mut a = 0;
+    while a < n {
+        let idx = (start + 1 + a) % n;
+        if !v[idx] {
+            a += 1;
+            continue;
+        }
+        let len = (a..n).take_while(|&b| v[(start + 1 + b) % n]).count();
+        if len >= min_len {
+            for b in a..a + len {
+                out[(start + 1 + b) % n] = true;
+            }
+        }
+        a += len;
+    }
+    out
+}
+
+/// Radius (pixels) of the outermost `true` pixel along each ray from `c` within the ellipse of semi-axes
+/// `semi`; 0 where the ray meets none.
+fn outer_radii(m: &Array2<bool>, c: (f64, f64), semi: (f64, f64)) -> [f64; N_RAYS] {
+    let (nj, ni) = m.dim();
+    let mut radii = [0.0f64; N_RAYS];
+    for (a, r) in radii.iter_mut().enumerate() {
+        let th = a as f64 * std::f64::consts::TAU / N_RAYS as f64;
+        let (dj, di) = (th.cos(), th.sin());
+        let rmax = 1.0 / ((dj / semi.0).powi(2) + (di / semi.1).powi(2)).sqrt();
+        let mut t = rmax;
+        while t > 0.0 {
+            let (j, i) = ((c.0 + t * dj).round(), (c.1 + t * di).round());
+            if j >= 0.0 && i >= 0.0 && (j as usize) < nj && (i as usize) < ni && m[(j as usize, i as usize)] {
+                *r = t + 0.5;
+                break;
+            }
+            t -= 0.5;
+        }
+    }
+    radii
+}
+
+/// Per ray, the `q` quantile of the slices' radii (`None` without slices).
+fn consensus_radii(radii: &[[f64; N_RAYS]], q: f64) -> Option<[f64; N_RAYS]> {
+    if radii.is_empty() {
+        return None;
+    }
+    let mut cons = [0.0f64; N_RAYS];
+    for (a, c) in cons.iter_mut().enumerate() {
+        let mut v: Vec<f64> = radii.iter().map(|r| r[a]).collect();
+        v.sort_by(f64::total_cmp);
+        *c = v[((v.len() - 1) as f64 * q).round() as usize];
+    }
+    Some(cons)
 }
 
 fn count(m: &Array2<bool>) -> usize {
@@ -279,4 +433,91 @@ fn rasterize_star(radii: &[f64; N_RAYS], c: (f64, f64), dim: (usize, usize)) -> 
         let t = th - th.floor();
         rad <= radii[a0] * (1.0 - t) + radii[a1] * t
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A stack of `nk` discs of radius `r` around (30, 30) in 60 x 60 slices, the canal behind j = 45.
+    fn stack(nk: usize, r: f64) -> (Array3<bool>, Canal, BodyAxis) {
+        let m = Array3::from_shape_fn((nk, 60, 60), |(_, j, i)| {
+            (j as f64 - 30.0).powi(2) + (i as f64 - 30.0).powi(2) <= r * r
+        });
+        let canal = Canal {
+            mask: Array3::from_shape_fn((nk, 60, 60), |(_, j, i)| j >= 48 && (25..35).contains(&i)),
+            enclosed: vec![true; nk],
+            front_j: vec![47.0; nk],
+            half_width: 5.0,
+            center_i: 30.0,
+        };
+        (m, canal, BodyAxis { j: 30.0, i: 30.0, depth_mm: 2.0 * r })
+    }
+
+    #[test]
+    fn wide_runs_wrap_around() {
+        let v = [true, true, false, true, false, true, true, true];
+        assert_eq!(in_wide_runs(&v, 3), vec![true, true, false, false, false, true, true, true]);
+        assert_eq!(in_wide_runs(&[true; 4], 5), vec![false; 4]);
+        assert_eq!(in_wide_runs(&[false; 4], 1), vec![false; 4]);
+    }
+
+    #[test]
+    fn consensus_is_the_per_ray_quantile() {
+        let radii: Vec<[f64; N_RAYS]> = (1..=5).map(|v| [v as f64; N_RAYS]).collect();
+        let c = consensus_radii(&radii, 0.5).unwrap_or([0.0; N_RAYS]);
+        assert!(c.iter().all(|&v| v == 3.0));
+        assert!(consensus_radii(&[], 0.5).is_none());
+    }
+
+    #[test]
+    fn a_slice_that_lost_a_wedge_is_restored() {
+        let (mut m, canal, ax) = stack(9, 12.0);
+        // Slice 4 loses its left third (lytic marrow as dark as soft tissue).
+        for j in 0..60 {
+            for i in 0..26 {
+                m[(4, j, i)] = false;
+            }
+        }
+        let lost = m.index_axis(Axis(0), 4).iter().filter(|&&b| b).count();
+        let sound = m.index_axis(Axis(0), 0).iter().filter(|&&b| b).count();
+        restore_from_consensus(&mut m, &canal, &ax, (20.0, 20.0), 1.0);
+        let now = m.index_axis(Axis(0), 4).iter().filter(|&&b| b).count();
+        assert!(lost < 3 * sound / 4, "the wedge is a real loss");
+        assert!((now as f64) > 0.95 * sound as f64, "restored {now} of {sound} (was {lost})");
+        assert!((now as f64) < 1.1 * sound as f64, "no growth beyond the body: {now} vs {sound}");
+        assert!(m[(4, 30, 20)]);
+    }
+
+    #[test]
+    fn sound_slices_are_not_grown_and_the_canal_stays_out() {
+        // Most slices reach into the canal region's margin; the odd small slice is grown but not into it.
+        let (mut m, canal, ax) = stack(9, 12.0);
+        let before = m.clone();
+        restore_from_consensus(&mut m, &canal, &ax, (20.0, 20.0), 1.0);
+        assert_eq!(m, before, "sound slices unchanged");
+        let (mut m, canal, ax) = stack(9, 18.0);
+        for k in 0..9 {
+            for j in 0..60 {
+                for i in 0..60 {
+                    // The canal's 1-pixel margin is not body either.
+                    if canal.mask[(k, j, i)] || j > 48 || (j >= 47 && (24..36).contains(&i)) {
+                        m[(k, j, i)] = false;
+                    }
+                }
+            }
+        }
+        for j in 0..60 {
+            for i in 0..30 {
+                m[(4, j, i)] = false;
+            }
+        }
+        restore_from_consensus(&mut m, &canal, &ax, (25.0, 25.0), 1.0);
+        assert!(m[(4, 30, 15)], "the lost half is back");
+        for j in 47..60 {
+            for i in 25..35 {
+                assert!(!m[(4, j, i)], "no body in the canal's margin at ({j}, {i})");
+            }
+        }
+    }
 }
