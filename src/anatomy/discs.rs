@@ -18,6 +18,8 @@ const MAX_BODY_MM: f64 = 36.0;
 const MIN_DISC_MM: f64 = 3.0;
 /// Half-width of the step-edge detector for endplates.
 const EDGE_HALF_MM: f64 = 4.5;
+/// Slices within this of a needle's tip are body (see [`levels`]).
+const TIP_BODY_MM: f64 = 3.0;
 /// Discs are at most this thick (lumbar discs 8–15 mm).
 const MAX_DISC_MM: f64 = 18.0;
 /// Endplate refinement window around the profile's boundary.
@@ -58,6 +60,7 @@ pub fn levels(
     ax: &BodyAxis,
     profile: &[Option<f32>],
     kc: f64,
+    tip_at_kc: bool,
     shell: &[f64],
     foot_at: &(dyn Fn(usize) -> Array2<bool> + Sync),
 ) -> Result<Levels, AnatomyError> {
@@ -74,13 +77,22 @@ pub fn levels(
     // Only the stretch of the spine inside the scan is segmented; its two end segments may be cut short.
     let first = profile.iter().position(|p| p.is_some()).unwrap_or(0);
     let last = profile.iter().rposition(|p| p.is_some()).map_or(0, |l| l + 1);
+    // A needle's tip lies in the treated body (or its pedicle, level with it), never in a disc; the metal's
+    // dark streaks between two tips can drop the core there below any disc (hybrid L1 and L5: 54 HU against
+    // marrow at 115), which split the body in two at the tip.
+    let r = (TIP_BODY_MM / f.step).round() as usize;
+    let kci = kc.round().max(0.0) as usize;
+    let known_body = tip_at_kc.then(|| {
+        let lo = kci.saturating_sub(r).max(first);
+        let hi = (kci + r + 1).min(last).max(lo);
+        lo - first..hi - first
+    });
     let segs: Vec<(usize, usize, bool)> =
-        alternate(&profile[first..last.max(first)], &shell[first..last.max(first)], t, f.step)
+        alternate(&profile[first..last.max(first)], &shell[first..last.max(first)], t, f.step, known_body)
             .into_iter()
             .map(|(a, b, s)| (a + first, b + first, s))
             .collect();
     tracing::debug!("body/disc threshold {t}, segments {segs:?}, level index {kc}");
-    let kci = kc.round().max(0.0) as usize;
     let bodies: Vec<usize> = (0..segs.len()).filter(|&s| segs[s].2).collect();
     let Some(&ti) = bodies.iter().min_by_key(|&&s| {
         let (a, b, _) = segs[s];
@@ -241,7 +253,13 @@ fn valley_depth(p: &[f32], w: usize) -> Vec<f32> {
 /// Segments `[a, b)` of the profile, alternating body (true) and disc (false), maximising agreement with
 /// the threshold under anatomical lengths (semi-Markov dynamic programming). Segments touching either end
 /// of the profile may be shorter (partly outside the scan or frame).
-fn alternate(profile: &[Option<f32>], shell: &[f64], t: f32, step: f64) -> Vec<(usize, usize, bool)> {
+fn alternate(
+    profile: &[Option<f32>],
+    shell: &[f64],
+    t: f32,
+    step: f64,
+    known_body: Option<std::ops::Range<usize>>,
+) -> Vec<(usize, usize, bool)> {
     let n = profile.len();
     let len_px = |mm: f64| (mm / step).round().max(1.0) as usize;
     let (bmin, bmax) = (len_px(MIN_BODY_MM), len_px(MAX_BODY_MM));
@@ -283,6 +301,9 @@ fn alternate(profile: &[Option<f32>], shell: &[f64], t: f32, step: f64) -> Vec<(
                 let a = k - len;
                 let edge = a == 0 || k == n;
                 if len < lo && !edge {
+                    continue;
+                }
+                if s == 0 && known_body.as_ref().is_some_and(|b| a < b.end && k > b.start) {
                     continue;
                 }
                 let prev = if a == 0 { 0.0 } else { best[a][1 - s] };
@@ -397,7 +418,7 @@ mod dump {
         let canal = canal::segment(&f, super::super::RING_HU);
         let axis = body::axis(&f, &canal).ok()?;
         let li = level_inputs(&f, &axis);
-        let ours = super::super::body_and_discs(&f, &canal, &axis).ok().map(|b| {
+        let ours = super::super::body_and_discs(&f, &canal, &axis, false).ok().map(|b| {
             let lv = b.levels;
             (lv.bottom.at(axis.j, axis.i), lv.top.at(axis.j, axis.i))
         });
@@ -505,7 +526,7 @@ mod tests {
     fn body_at(profile: &[Option<f32>], shell: &[f64], k: usize) -> (usize, usize) {
         let mut vals: Vec<f32> = profile.iter().flatten().copied().collect();
         let (med, low) = (quantile(&mut vals, 0.5).unwrap(), quantile(&mut vals, 0.08).unwrap());
-        let segs = alternate(profile, shell, (med + low) / 2.0, 1.25);
+        let segs = alternate(profile, shell, (med + low) / 2.0, 1.25, None);
         let &(a, b, _) = segs.iter().find(|s| s.2 && s.0 <= k && k < s.1).expect("a body at k");
         endplate_peaks(profile, a, b, 3)
     }
@@ -552,6 +573,28 @@ mod tests {
         let (a, b) = body_at(&profile, &shell, 32);
         assert!((23..=25).contains(&a), "body starts at {a}");
         assert!((40..=42).contains(&b), "body ends at {b}");
+    }
+
+    #[test]
+    fn a_dark_streak_at_the_needle_tip_does_not_split_the_body() {
+        // 1.25 mm slices: body, disc, a 35 mm body with a 2.5 mm band as dark as disc at its middle (the
+        // streak between two needle tips), disc, body.
+        let hu = |k: usize| match k {
+            20..27 | 55..62 => 60.0,
+            40..42 => 50.0,
+            _ => 150.0,
+        };
+        let profile: Vec<Option<f32>> = (0..80).map(|k| Some(hu(k))).collect();
+        let shell = vec![0.5; 80];
+        let body_with = |known: Option<std::ops::Range<usize>>| {
+            let segs = alternate(&profile, &shell, 105.0, 1.25, known);
+            segs.into_iter().find(|s| s.2 && s.0 <= 41 && 41 < s.1)
+        };
+        // Read from the profile alone, the band is a disc.
+        assert!(body_with(None).is_none_or(|(a, b, _)| b - a < 20));
+        // With the tip at slice 41, the body runs from disc to disc.
+        let (a, b, _) = body_with(Some(39..44)).expect("a body at the tip");
+        assert!(a.abs_diff(27) <= 1 && b.abs_diff(55) <= 1, "body {a}..{b}");
     }
 
     #[test]

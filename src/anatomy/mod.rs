@@ -233,14 +233,20 @@ fn level_inputs(f: &Fine, axis: &body::BodyAxis) -> LevelInputs {
 
 /// Core profile -> body and disc levels -> endplate planes -> the body's cross-sections between them and
 /// the discs next to them. See the module documentation.
-fn body_and_discs(f: &Fine, canal: &canal::Canal, axis: &body::BodyAxis) -> Result<BodyPass, AnatomyError> {
+/// `needle_tip`: the frame's level point is a needle's tip.
+fn body_and_discs(
+    f: &Fine,
+    canal: &canal::Canal,
+    axis: &body::BodyAxis,
+    needle_tip: bool,
+) -> Result<BodyPass, AnatomyError> {
     let LevelInputs { profile: level_profile, shell, edge_hu, shell_hu } = level_inputs(f, axis);
     let foot_at = |k: usize| {
         body::footprints(f, canal, axis, edge_hu, shell_hu, k..k + 1)
             .mask
             .index_axis_move(ndarray::Axis(0), k)
     };
-    let lv = discs::levels(f, axis, &level_profile, f.center[0], &shell, &foot_at)?;
+    let lv = discs::levels(f, axis, &level_profile, f.center[0], needle_tip, &shell, &foot_at)?;
     tracing::debug!(?axis, ?lv, edge_hu, shell_hu, "levels");
     tracing::debug!(
         "body k {:.1}..{:.1} at the axis, step {} mm",
@@ -360,7 +366,7 @@ pub fn segment(ct: &CtVolume, hint: TargetHint) -> Result<Anatomy, AnatomyError>
     }
     lap("axis");
     let axis = body::axis(&f, &canal)?;
-    let bp = body_and_discs(&f, &canal, &axis)?;
+    let bp = body_and_discs(&f, &canal, &axis, source == TargetSource::Needle)?;
     let lv = bp.levels;
     let mut lab = bp.labels;
     let body_mask = lab.mapv(|l| l == labels::VERTEBRAL_BODY);
