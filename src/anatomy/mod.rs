@@ -39,26 +39,27 @@
 //! Thresholds are anatomical (HU of tissues from the clinical notes) or derived from the scan itself (the
 //! body's marrow level from the core profile), and all sizes are in millimetres.
 //!
-//! Known limits (measured by `tests/anatomy_real.rs`, `tests/anatomy_phantom.rs`, `benches/segment.rs`):
-//! the frame axis follows the canal, and the body is cut by planes fitted per endplate (tilt up to 0.3); a
-//! structure-tensor estimate of the body's own axis (gradients in the body's core) was tried and dropped:
-//! it turned L1 of the trunk CT 7° sideways and lost its levels, and reached only 14° of L5's 20°. L5
-//! (Dice 0.846) failed before on its dark marrow centre, not on its tilt. Body volumes run 22–56% above
-//! the trunk CT's spine report, whose body leaves out the cortical rim (the reference masks themselves are
-//! 12–22% above it; ours are 6–28% above the masks: too tall along the core and a voxel wide). On the T12
-//! series 0.571 of our body lies in the reference T12 label (the reference gives part of T12's body to
-//! T11, and ours reaches into the T11/T12 disc). On phantoms (held-out seeds 9200–9211) body Dice is 0.729 and canal Dice
-//! 0.651: levels are misread where the neighbouring marrow is as dark as disc, a scan of a few slices
-//! filled with cement has no disc to calibrate the profile and the body is cut short, the canal does not
-//! follow the phantom's foramen box, and a canal hole deeper than 25 mm (merged with a lytic body) is
-//! replaced by the canal's usual shape. Cement in the core profile is clipped to dense marrow before the
-//! body/disc split (development seeds 300–324: body Dice 0.710 -> 0.748). The posterior wall sits at the
-//! most posterior strong fall from cortex to canal content near the body mask (median offset from the
-//! phantom's wall 1.6 mm), but the intact flag is right in only 6 of 12 held-out cases: neither the cortex
-//! peak nor a threshold relative to the wall's typical peak separates the phantom's 5–10 x 4–8 mm breach
-//! patch from a thin, partial-volumed intact wall. The same phantom scanned supine and prone agrees to Dice
-//! 0.954 (body) and 0.936 (canal). The benchmark's median on a 512 x 512 x 40 scan is 133–161 ms depending on the
-//! load of the 2 shared cores (goal 150 ms).
+//! Where a slice lost a wedge of its section (lytic marrow, a faint cortex), its rays take the radius the
+//! body's sound slices agree on (`body::restore_from_consensus`). The canal's ring also counts the thin
+//! posterior cortex seen in-plane on the raw CT, and its gaps (the basivertebral foramen, thinned wall) are
+//! bridged sideways up to 7 mm, so the canal hole does not run into a dark lytic body. The canal line is
+//! fitted to per-slice canal samples; inliers spanning too few levels do not set its slope. Slices within
+//! 3 mm of a needle's tip are body: the dark streaks between two tips would otherwise read as a disc.
+//!
+//! Known limits (measured by `tests/anatomy_real.rs`, `tests/anatomy_phantom.rs`, `benches/segment.rs`;
+//! numbers of 2026-11-24, session 6): the frame axis follows the canal, and the body is cut by planes
+//! fitted per endplate (tilt up to 0.3); a structure-tensor estimate of the body's own axis was tried and
+//! dropped (it turned L1 of the trunk CT 7° sideways). Trunk CT body Dice L1–L5 0.906/0.907/0.933/0.925/
+//! 0.868, discs 0.790/0.803/0.822/0.764/0.705; body volumes +15/+15/+23/+19/+52% over the spine report,
+//! whose body leaves out the cortical rim (the reference masks themselves are 12–22% above it). On the T12
+//! series 0.561 of our body lies in the reference T12 label (the reference gives part of T12's body to
+//! T11, and ours reaches into the T11/T12 disc); the canal holds 0.967 of the cord. On development phantoms
+//! (seeds 300–324) body Dice is 0.813 and canal Dice 0.693: levels are still misread where neighbouring
+//! marrow is as dark as disc, and our foramen (a box 10 mm beyond the canal's side walls) is not the
+//! phantom's. The posterior wall sits within a median 1.6 mm of the phantom's, but the intact flag is
+//! right in about half the cases. The anatomy is sensitive to the target point: a 1.2 mm move of a needle
+//! tip changed one phantom's body by 1.1 mL. The benchmark's median on a 512 x 512 x 40 scan is in
+//! DEVELOPERS.md (goal 150 ms).
 
 pub mod body;
 pub mod canal;
