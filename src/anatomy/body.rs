@@ -331,10 +331,10 @@ fn in_wide_runs(v: &[bool], min_len: usize) -> Vec<bool> {
 }
 
 /// Radius (pixels) of the outermost `true` pixel along each ray from `c` within the ellipse of semi-axes
-/// `semi`; 0 where the ray meets none.
-fn outer_radii(m: &Array2<bool>, c: (f64, f64), semi: (f64, f64)) -> [f64; N_RAYS] {
+/// `semi`; `None` where the ray meets none.
+fn ray_hits(m: &Array2<bool>, c: (f64, f64), semi: (f64, f64)) -> [Option<f64>; N_RAYS] {
     let (nj, ni) = m.dim();
-    let mut radii = [0.0f64; N_RAYS];
+    let mut radii = [None; N_RAYS];
     for (a, r) in radii.iter_mut().enumerate() {
         let th = a as f64 * std::f64::consts::TAU / N_RAYS as f64;
         let (dj, di) = (th.cos(), th.sin());
@@ -343,13 +343,18 @@ fn outer_radii(m: &Array2<bool>, c: (f64, f64), semi: (f64, f64)) -> [f64; N_RAY
         while t > 0.0 {
             let (j, i) = ((c.0 + t * dj).round(), (c.1 + t * di).round());
             if j >= 0.0 && i >= 0.0 && (j as usize) < nj && (i as usize) < ni && m[(j as usize, i as usize)] {
-                *r = t + 0.5;
+                *r = Some(t + 0.5);
                 break;
             }
             t -= 0.5;
         }
     }
     radii
+}
+
+/// [`ray_hits`] with 0 where a ray meets nothing.
+fn outer_radii(m: &Array2<bool>, c: (f64, f64), semi: (f64, f64)) -> [f64; N_RAYS] {
+    ray_hits(m, c, semi).map(|r| r.unwrap_or(0.0))
 }
 
 /// Per ray, the `q` quantile of the slices' radii (`None` without slices).
@@ -374,23 +379,7 @@ fn count(m: &Array2<bool>) -> usize {
 /// semi-axes `semi`, pixels), smoothed across directions: its radius per ray, `None` when bone is met in
 /// too few directions. Also returns the fraction of directions that met bone.
 fn star_outline(m: &Array2<bool>, c: (f64, f64), semi: (f64, f64)) -> (Option<[f64; N_RAYS]>, f64) {
-    let (nj, ni) = m.dim();
-    let mut radii = [f64::NAN; N_RAYS];
-    for (a, r) in radii.iter_mut().enumerate() {
-        let th = a as f64 * std::f64::consts::TAU / N_RAYS as f64;
-        let (dj, di) = (th.cos(), th.sin());
-        // Ellipse bound along this direction.
-        let rmax = 1.0 / ((dj / semi.0).powi(2) + (di / semi.1).powi(2)).sqrt();
-        let mut t = rmax;
-        while t > 0.0 {
-            let (j, i) = ((c.0 + t * dj).round(), (c.1 + t * di).round());
-            if j >= 0.0 && i >= 0.0 && (j as usize) < nj && (i as usize) < ni && m[(j as usize, i as usize)] {
-                *r = t + 0.5;
-                break;
-            }
-            t -= 0.5;
-        }
-    }
+    let radii = ray_hits(m, c, semi).map(|r| r.unwrap_or(f64::NAN));
     let hits = radii.iter().filter(|r| r.is_finite()).count();
     let coverage = hits as f64 / N_RAYS as f64;
     if coverage < MIN_SHELL_COVERAGE {
