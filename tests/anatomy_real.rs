@@ -59,10 +59,13 @@ fn trunk_levels(names: &[&str], check_volume: bool) {
         let disc = a.labels.data.mapv(|l| l == labels::DISC);
         let d_disc = dice(&disc, &near);
         println!(
-            "{name}: body Dice {d_body:.3}, volume {:.1} mL vs report {ref_vol:.2} ({:+.1}%), disc Dice {d_disc:.3}, ref-mask body volume {:.1} mL, {:.0} ms",
+            "{name}: body Dice {d_body:.3}, volume {:.1} mL vs report {ref_vol:.2} ({:+.1}%), disc Dice {d_disc:.3}, ref-mask body volume {:.1} mL, wall intact {:?} (defects {:.2}, largest {:.1} mm2), {:.0} ms",
             a.body_volume_ml,
             100.0 * vol_err,
             ref_body.iter().filter(|&&b| b).count() as f64 * ct.geometry.spacing.voxel_volume_ml(),
+            a.posterior_wall_intact,
+            a.posterior_wall.defect_fraction,
+            a.posterior_wall.largest_defect_mm2,
             a.timings.total_ms
         );
         if std::env::var_os("ANATOMY_DEBUG_DIR").is_some() {
@@ -207,11 +210,14 @@ fn t12(check_body: bool) {
     let cord_frac = cord_in as f64 / cord.max(1) as f64;
     let body_frac = body_in as f64 / body.max(1) as f64;
     println!(
-        "T12: cord in canal {cord_in}/{cord} = {:.3} on {} slices; body in T12 {body_in}/{body} = {:.3}; body {:.1} mL; {:.0} ms",
+        "T12: cord in canal {cord_in}/{cord} = {:.3} on {} slices; body in T12 {body_in}/{body} = {:.3}; body {:.1} mL; wall intact {:?} (defects {:.2}, largest {:.1} mm2); {:.0} ms",
         cord_frac,
         t12_slices.len(),
         body_frac,
         a.body_volume_ml,
+        a.posterior_wall_intact,
+        a.posterior_wall.defect_fraction,
+        a.posterior_wall.largest_defect_mm2,
         a.timings.total_ms
     );
     if let Some(out) = std::env::var_os("ANATOMY_DEBUG_DIR") {
