@@ -25,6 +25,10 @@ const EDGE_AFTER_MM: f64 = 4.0;
 const WALL_CLIP_HU: f32 = 700.0;
 /// Coarsest voxel (in-plane, slice) at which a cortex can be judged.
 const MAX_JUDGE_VOXEL_MM: (f64, f64) = (1.2, 3.0);
+/// A wall that reads as defect over more than this fraction is not resolved by the scan: a real intact
+/// posterior cortex is 0.5-1 mm thin and stands only 14-90 HU above marrow on the real T12 and trunk CTs
+/// (76-96% "defect"), while a breach is a patch of the wall. Such walls are undetermined, not breached.
+const MAX_RESOLVED_DEFECT_FRACTION: f64 = 0.5;
 
 #[derive(Clone, Debug, Serialize)]
 pub struct PosteriorWall {
@@ -157,16 +161,13 @@ pub fn derive(
     let largest = |m: &Array2<bool>| label2(m).1.iter().skip(1).copied().max().unwrap_or(0) as f64 * px;
     let largest_defect = largest(&defect);
     let largest_bulge = largest(&bulge);
-    let judgeable = voxel_mm.0 <= MAX_JUDGE_VOXEL_MM.0 && voxel_mm.1 <= MAX_JUDGE_VOXEL_MM.1;
+    let defect_fraction = nd as f64 / n as f64;
+    let judgeable = voxel_mm.0 <= MAX_JUDGE_VOXEL_MM.0
+        && voxel_mm.1 <= MAX_JUDGE_VOXEL_MM.1
+        && defect_fraction <= MAX_RESOLVED_DEFECT_FRACTION;
     let intact = judgeable.then_some(largest_defect < MAX_GAP_MM2 && largest_bulge < MAX_GAP_MM2);
     Some(WallResult {
-        wall: PosteriorWall {
-            points,
-            normal,
-            point,
-            defect_fraction: nd as f64 / n as f64,
-            largest_defect_mm2: largest_defect,
-        },
+        wall: PosteriorWall { points, normal, point, defect_fraction, largest_defect_mm2: largest_defect },
         intact,
     })
 }
