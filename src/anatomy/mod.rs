@@ -40,24 +40,24 @@
 //! body's marrow level from the core profile), and all sizes are in millimetres.
 //!
 //! Where a slice lost a wedge of its section (lytic marrow, a faint cortex), its rays take the radius the
-//! body's sound slices agree on (`body::restore_from_consensus`). The canal's ring also counts the thin
-//! posterior cortex seen in-plane on the raw CT, and its gaps (the basivertebral foramen, thinned wall) are
-//! bridged sideways up to 7 mm, so the canal hole does not run into a dark lytic body. The canal line is
+//! body's sound slices agree on (`body::restore_from_consensus`). The canal line is
 //! fitted to per-slice canal samples; inliers spanning too few levels do not set its slope. Slices within
 //! 3 mm of a needle's tip are body: the dark streaks between two tips would otherwise read as a disc.
 //!
 //! Known limits (measured by `tests/anatomy_real.rs`, `tests/anatomy_phantom.rs`, `benches/segment.rs`;
 //! numbers of 2026-11-24, session 6): the frame axis follows the canal, and the body is cut by planes
 //! fitted per endplate (tilt up to 0.3); a structure-tensor estimate of the body's own axis was tried and
-//! dropped (it turned L1 of the trunk CT 7° sideways). Trunk CT body Dice L1–L5 0.906/0.907/0.933/0.925/
-//! 0.868, discs 0.790/0.803/0.822/0.764/0.705; body volumes +15/+15/+23/+19/+52% over the spine report,
+//! dropped (it turned L1 of the trunk CT 7° sideways). Trunk CT body Dice L1–L5 0.881/0.904/0.931/0.923/
+//! 0.855, discs 0.784/0.811/0.821/0.764/0.668; body volumes +10/+15/+23/+21/+57% over the spine report,
 //! whose body leaves out the cortical rim (the reference masks themselves are 12–22% above it). On the T12
-//! series 0.561 of our body lies in the reference T12 label (the reference gives part of T12's body to
+//! series 0.562 of our body lies in the reference T12 label (the reference gives part of T12's body to
 //! T11, and ours reaches into the T11/T12 disc); the canal holds 0.967 of the cord. On development phantoms
-//! (seeds 300–324) body Dice is 0.813 and canal Dice 0.693: levels are still misread where neighbouring
-//! marrow is as dark as disc, and our foramen (a box 10 mm beyond the canal's side walls) is not the
-//! phantom's. The posterior wall sits within a median 1.6 mm of the phantom's, but the intact flag is
-//! right in about half the cases. The anatomy is sensitive to the target point: a 1.2 mm move of a needle
+//! (seeds 300–324) body Dice is 0.792 and canal Dice 0.676: levels are still misread where neighbouring
+//! marrow is as dark as disc, the canal hole runs through the basivertebral foramen into a dark lytic
+//! body where the thin posterior cortex fades (then the canal is placed inside the body), and our
+//! foramen (a box 10 mm beyond the canal's side walls) is not the phantom's. The posterior wall sits
+//! within a median 1.8 mm of the phantom's; the intact flag is undetermined where most of the wall reads
+//! as defect (all real CTs) and near chance on phantoms. The anatomy is sensitive to the target point: a 1.2 mm move of a needle
 //! tip changed one phantom's body by 1.1 mL. The benchmark's median on a 512 x 512 x 40 scan is in
 //! DEVELOPERS.md (goal 150 ms).
 
