@@ -349,15 +349,15 @@ fn fit_lines(s: &[(f64, f64, f64)], inlier: f64) -> (f64, f64, f64, f64) {
     }
     if k_span(&kept) < 0.5 * k_span(&all) {
         // As with two inliers: they place the line but cannot set its slope.
-        let n = kept.len() as f64;
-        return (
-            kept.iter().map(|p| p.1).sum::<f64>() / n,
-            0.0,
-            kept.iter().map(|p| p.2).sum::<f64>() / n,
-            0.0,
-        );
+        return vertical_through(&kept);
     }
     least_squares(&kept)
+}
+
+/// The line along k through the samples' mean.
+fn vertical_through(s: &[&(f64, f64, f64)]) -> (f64, f64, f64, f64) {
+    let n = s.len().max(1) as f64;
+    (s.iter().map(|p| p.1).sum::<f64>() / n, 0.0, s.iter().map(|p| p.2).sum::<f64>() / n, 0.0)
 }
 
 fn k_span(v: &[&(f64, f64, f64)]) -> f64 {
@@ -369,12 +369,11 @@ fn k_span(v: &[&(f64, f64, f64)]) -> f64 {
 fn least_squares(s: &[&(f64, f64, f64)]) -> (f64, f64, f64, f64) {
     let n = s.len() as f64;
     let mk = s.iter().map(|p| p.0).sum::<f64>() / n;
-    let my = s.iter().map(|p| p.1).sum::<f64>() / n;
-    let mx = s.iter().map(|p| p.2).sum::<f64>() / n;
     let skk: f64 = s.iter().map(|p| (p.0 - mk).powi(2)).sum();
     if skk < 1e-9 || s.len() < 3 {
-        return (my, 0.0, mx, 0.0);
+        return vertical_through(s);
     }
+    let (my, _, mx, _) = vertical_through(s);
     let by = s.iter().map(|p| (p.0 - mk) * (p.1 - my)).sum::<f64>() / skk;
     let bx = s.iter().map(|p| (p.0 - mk) * (p.2 - mx)).sum::<f64>() / skk;
     (my - by * mk, by, mx - bx * mk, bx)
