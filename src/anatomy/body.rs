@@ -11,7 +11,7 @@ use super::context::{median, Fine, CEMENT_HU};
 use super::frame::OUTSIDE_HU;
 use super::morphology::{close, component_at, dilate, fill_holes, open};
 use super::AnatomyError;
-use ndarray::{Array2, Array3, Axis};
+use ndarray::{Array2, Array3, ArrayView2, Axis};
 use rayon::prelude::*;
 
 /// Cancellous bone is 100–300 HU, muscle 40–60, disc 60–110: a first, anatomy-level cut for finding the body.
@@ -192,7 +192,7 @@ pub fn footprints(
             // shell): it reaches the outermost bone along each ray, so where the filled mask is sound it
             // would only add what touches the body (contrast-filled aorta, rib heads, calcifications).
             let comp = match star {
-                Some(radii) if (count(&comp) as f64) < STAR_TAKEOVER * star_area(&radii) => {
+                Some(radii) if (count(comp.view()) as f64) < STAR_TAKEOVER * star_area(&radii) => {
                     &comp | &rasterize_star(&radii, (ax.j, ax.i), (nj, ni))
                 }
                 _ => comp,
@@ -243,7 +243,7 @@ fn restore_from_consensus(
 ) {
     let (nk, nj, ni) = out.dim();
     let c = (ax.j, ax.i);
-    let areas: Vec<usize> = out.axis_iter(Axis(0)).map(|s| s.iter().filter(|&&b| b).count()).collect();
+    let areas: Vec<usize> = out.axis_iter(Axis(0)).map(count).collect();
     let max_area = areas.iter().copied().max().unwrap_or(0);
     if max_area == 0 {
         return;
@@ -254,7 +254,7 @@ fn restore_from_consensus(
         return;
     }
     let radii: Vec<[f64; N_RAYS]> =
-        members.iter().map(|&k| outer_radii(&out.index_axis(Axis(0), k).to_owned(), c, semi)).collect();
+        members.iter().map(|&k| outer_radii(out.index_axis(Axis(0), k), c, semi)).collect();
     let Some(cons) = consensus_radii(&radii, CONSENSUS_QUANTILE) else { return };
     for (m, &k) in members.iter().enumerate() {
         let own = &radii[m];
@@ -332,7 +332,7 @@ fn in_wide_runs(v: &[bool], min_len: usize) -> Vec<bool> {
 
 /// Radius (pixels) of the outermost `true` pixel along each ray from `c` within the ellipse of semi-axes
 /// `semi`; `None` where the ray meets none.
-fn ray_hits(m: &Array2<bool>, c: (f64, f64), semi: (f64, f64)) -> [Option<f64>; N_RAYS] {
+fn ray_hits(m: ArrayView2<bool>, c: (f64, f64), semi: (f64, f64)) -> [Option<f64>; N_RAYS] {
     let (nj, ni) = m.dim();
     let mut radii = [None; N_RAYS];
     for (a, r) in radii.iter_mut().enumerate() {
@@ -353,7 +353,7 @@ fn ray_hits(m: &Array2<bool>, c: (f64, f64), semi: (f64, f64)) -> [Option<f64>; 
 }
 
 /// [`ray_hits`] with 0 where a ray meets nothing.
-fn outer_radii(m: &Array2<bool>, c: (f64, f64), semi: (f64, f64)) -> [f64; N_RAYS] {
+fn outer_radii(m: ArrayView2<bool>, c: (f64, f64), semi: (f64, f64)) -> [f64; N_RAYS] {
     ray_hits(m, c, semi).map(|r| r.unwrap_or(0.0))
 }
 
@@ -371,7 +371,7 @@ fn consensus_radii(radii: &[[f64; N_RAYS]], q: f64) -> Option<[f64; N_RAYS]> {
     Some(cons)
 }
 
-fn count(m: &Array2<bool>) -> usize {
+fn count(m: ArrayView2<bool>) -> usize {
     m.iter().filter(|&&b| b).count()
 }
 
@@ -379,7 +379,7 @@ fn count(m: &Array2<bool>) -> usize {
 /// semi-axes `semi`, pixels), smoothed across directions: its radius per ray, `None` when bone is met in
 /// too few directions. Also returns the fraction of directions that met bone.
 fn star_outline(m: &Array2<bool>, c: (f64, f64), semi: (f64, f64)) -> (Option<[f64; N_RAYS]>, f64) {
-    let radii = ray_hits(m, c, semi).map(|r| r.unwrap_or(f64::NAN));
+    let radii = ray_hits(m.view(), c, semi).map(|r| r.unwrap_or(f64::NAN));
     let hits = radii.iter().filter(|r| r.is_finite()).count();
     let coverage = hits as f64 / N_RAYS as f64;
     if coverage < MIN_SHELL_COVERAGE {
@@ -470,10 +470,10 @@ mod tests {
                 m[(4, j, i)] = false;
             }
         }
-        let lost = m.index_axis(Axis(0), 4).iter().filter(|&&b| b).count();
-        let sound = m.index_axis(Axis(0), 0).iter().filter(|&&b| b).count();
+        let lost = count(m.index_axis(Axis(0), 4));
+        let sound = count(m.index_axis(Axis(0), 0));
         restore_from_consensus(&mut m, &canal, &ax, (20.0, 20.0), 1.0);
-        let now = m.index_axis(Axis(0), 4).iter().filter(|&&b| b).count();
+        let now = count(m.index_axis(Axis(0), 4));
         assert!(lost < 3 * sound / 4, "the wedge is a real loss");
         assert!((now as f64) > 0.95 * sound as f64, "restored {now} of {sound} (was {lost})");
         assert!((now as f64) < 1.1 * sound as f64, "no growth beyond the body: {now} vs {sound}");

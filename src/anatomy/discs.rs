@@ -406,19 +406,13 @@ mod dump {
             TargetHint::Auto => target::find_needle(ct)?.tip,
         };
         let line = target::canal_line(ct, p).ok()?;
-        let sp = ct.geometry.spacing;
-        let step = sp.row.min(sp.column).clamp(1.25, 1.5);
-        let level_pt = line.point + line.direction * (p - line.point).dot(line.direction);
-        let center = [
-            super::super::FRAME_HALF_HEIGHT_MM / step,
-            super::super::FRAME_ANTERIOR_MM / step,
-            super::super::FRAME_HALF_WIDTH_MM / step,
-        ];
-        let f: Fine = fine_frame(ct, line.direction, level_pt, center, step);
+        let f: Fine = fine_frame(ct, &line, p);
+        let step = f.step;
         let canal = canal::segment(&f, super::super::RING_HU);
         let axis = body::axis(&f, &canal).ok()?;
         let li = level_inputs(&f, &axis);
-        let ours = super::super::body_and_discs(&f, &canal, &axis, false).ok().map(|b| {
+        let needle_tip = matches!(hint, TargetHint::Auto);
+        let ours = super::super::body_and_discs(&f, &canal, &axis, needle_tip).ok().map(|b| {
             let lv = b.levels;
             (lv.bottom.at(axis.j, axis.i), lv.top.at(axis.j, axis.i))
         });
@@ -522,6 +516,11 @@ mod dump {
 mod tests {
     use super::*;
 
+    /// A recorded profile (HU) and shell coverage (per cent) as the split reads them.
+    fn recorded(hu: &[i32], cov: &[i32]) -> (Vec<Option<f32>>, Vec<f64>) {
+        (hu.iter().map(|&v| Some(v as f32)).collect(), cov.iter().map(|&c| c as f64 / 100.0).collect())
+    }
+
     /// The body containing `k` after the split and the endplate snap.
     fn body_at(profile: &[Option<f32>], shell: &[f64], k: usize) -> (usize, usize) {
         let mut vals: Vec<f32> = profile.iter().flatten().copied().collect();
@@ -546,8 +545,7 @@ mod tests {
             100, 100, 100, 100, 100, 100, 100, 100, 100, 100, 100, 100, 100, 0, 11, 100, 100, 100, 100, 70,
             70, 64, 58, 64, 70,
         ];
-        let profile: Vec<Option<f32>> = hu.iter().map(|&v| Some(v as f32)).collect();
-        let shell: Vec<f64> = cov.iter().map(|&c| c as f64 / 100.0).collect();
+        let (profile, shell) = recorded(&hu, &cov);
         let (a, b) = body_at(&profile, &shell, 23);
         assert!((13..=15).contains(&a), "body starts at {a}");
         assert!((30..=33).contains(&b), "body ends at {b} (disc at 33-35)");
@@ -568,8 +566,7 @@ mod tests {
             100, 11, 0, 0, 0, 17, 100, 100, 100, 100, 100, 100, 94, 100, 100, 100, 100, 100, 94, 88, 88, 94,
             100, 100,
         ];
-        let profile: Vec<Option<f32>> = hu.iter().map(|&v| Some(v as f32)).collect();
-        let shell: Vec<f64> = cov.iter().map(|&c| c as f64 / 100.0).collect();
+        let (profile, shell) = recorded(&hu, &cov);
         let (a, b) = body_at(&profile, &shell, 32);
         assert!((23..=25).contains(&a), "body starts at {a}");
         assert!((40..=42).contains(&b), "body ends at {b}");

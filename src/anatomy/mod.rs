@@ -40,9 +40,9 @@
 //! body's marrow level from the core profile), and all sizes are in millimetres.
 //!
 //! Where a slice lost a wedge of its section (lytic marrow, a faint cortex), its rays take the radius the
-//! body's sound slices agree on (`body::restore_from_consensus`). The canal line is
-//! fitted to per-slice canal samples; inliers spanning too few levels do not set its slope. Slices within
-//! 3 mm of a needle's tip are body: the dark streaks between two tips would otherwise read as a disc.
+//! body's sound slices agree on (`body::restore_from_consensus`). The canal line is fitted to per-slice
+//! canal samples; inliers spanning too few levels do not set its slope. Slices within 3 mm of a needle's
+//! tip are body: the dark streaks between two tips would otherwise read as a disc.
 //!
 //! Known limits (measured by `tests/anatomy_real.rs`, `tests/anatomy_phantom.rs`, `benches/segment.rs`;
 //! numbers of 2026-11-24, session 6): the frame axis follows the canal, and the body is cut by planes
@@ -57,9 +57,9 @@
 //! body where the thin posterior cortex fades (then the canal is placed inside the body), and our
 //! foramen (a box 10 mm beyond the canal's side walls) is not the phantom's. The posterior wall sits
 //! within a median 1.8 mm of the phantom's; the intact flag is undetermined where most of the wall reads
-//! as defect (all real CTs) and near chance on phantoms. The anatomy is sensitive to the target point: a 1.2 mm move of a needle
-//! tip changed one phantom's body by 1.1 mL. The benchmark's median on a 512 x 512 x 40 scan is in
-//! DEVELOPERS.md (goal 150 ms).
+//! as defect (all real CTs) and near chance on phantoms. The anatomy is sensitive to the target point: a
+//! 1.2 mm move of a needle tip changed one phantom's body by 1.1 mL. The benchmark's median on a
+//! 512 x 512 x 40 scan is in DEVELOPERS.md (goal 150 ms).
 
 pub mod body;
 pub mod canal;
@@ -167,9 +167,17 @@ const MAX_MARROW_HU: f32 = 400.0;
 /// Posterior elements: bone (cortex-rich) at or above this.
 const POSTERIOR_BONE_HU: f32 = 150.0;
 
-/// The vertebra frame with axis 0 along `ax0` (toward superior), 1 posterior, 2 left, resampled and
-/// smoothed; frame index `pivot_idx` sits at `pivot` (the canal point at the level of interest).
-fn fine_frame(ct: &CtVolume, ax0: Vec3, pivot: Lps, pivot_idx: [f64; 3], step: f64) -> Fine {
+/// The vertebra frame: axis 0 along the canal line (toward superior), 1 posterior, 2 left, resampled and
+/// smoothed, its centre on the canal line at the level of `p`.
+fn fine_frame(ct: &CtVolume, line: &target::CanalLine, p: Lps) -> Fine {
+    let sp = ct.geometry.spacing;
+    // 1.25 mm resolves a 12 mm canal and a 5 mm disc; finer only costs time (thin-slice scans are blurred
+    // by the smoothing anyway).
+    let step = sp.row.min(sp.column).clamp(1.25, 1.5);
+    let ax0 = line.direction;
+    let pivot = line.point + line.direction * (p - line.point).dot(line.direction);
+    let center = [FRAME_HALF_HEIGHT_MM / step, FRAME_ANTERIOR_MM / step, FRAME_HALF_WIDTH_MM / step];
+    let pivot_idx = center;
     let post = crate::volume::Direction::Posterior.unit();
     let ax1 = (post - ax0 * post.dot(ax0)).normalized().unwrap_or(post);
     let ax2 = ax1.cross(ax0);
@@ -183,7 +191,6 @@ fn fine_frame(ct: &CtVolume, ax0: Vec3, pivot: Lps, pivot_idx: [f64; 3], step: f
     let frame = Frame { origin, axes: [ax0, ax1, ax2], step: [step; 3], dims };
     let raw = frame.resample(ct);
     let hu = morphology::gaussian3(&raw, [1.2 / step; 3]);
-    let center = [FRAME_HALF_HEIGHT_MM / step, FRAME_ANTERIOR_MM / step, FRAME_HALF_WIDTH_MM / step];
     Fine { frame, hu, raw, center, step }
 }
 
@@ -350,13 +357,9 @@ pub fn segment(ct: &CtVolume, hint: TargetHint) -> Result<Anatomy, AnatomyError>
 
     // Vertebra frame: axis 0 along the canal line (superior), 1 posterior, 2 left.
     let t = Instant::now();
-    // 1.25 mm resolves a 12 mm canal and a 5 mm disc; finer only costs time (thin-slice scans are blurred
-    // by the smoothing anyway).
-    let step = sp.row.min(sp.column).clamp(1.25, 1.5);
-    let level_pt = line.point + line.direction * (p - line.point).dot(line.direction);
-    let center = [FRAME_HALF_HEIGHT_MM / step, FRAME_ANTERIOR_MM / step, FRAME_HALF_WIDTH_MM / step];
     lap("resample");
-    let f = fine_frame(ct, line.direction, level_pt, center, step);
+    let f = fine_frame(ct, &line, p);
+    let step = f.step;
     let timing_resample = ms(t);
 
     let t = Instant::now();
