@@ -133,11 +133,7 @@ const SHIFT_EXPLAINED: f64 = 0.9;
 /// Fraction of the component's voxels whose value the baseline reaches within `SHIFT_MM` (plus noise):
 /// what a small misregistration of the baseline's bone would explain.
 fn shift_explained(comp: &[usize], img: &[f32], base: &[f32], grid: &Grid) -> f64 {
-    let r = [
-        (SHIFT_MM / grid.geometry.spacing.slice).round() as isize,
-        (SHIFT_MM / grid.geometry.spacing.row).round() as isize,
-        (SHIFT_MM / grid.geometry.spacing.column).round() as isize,
-    ];
+    let r = grid.radius_voxels(SHIFT_MM, 0).map(|v| v as isize);
     let explained = comp
         .iter()
         .filter(|&&i| {

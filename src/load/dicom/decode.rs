@@ -261,22 +261,14 @@ pub fn native_fast_path<'a>(
     targets: Vec<Target<'a>>,
 ) -> Result<Option<Vec<Target<'a>>>, LoadError> {
     let Some(explicit) = native_layout(h) else { return Ok(Some(targets)) };
-    let at = match super::lengths::walk(bytes, bytes.len(), true) {
-        super::lengths::Walk::Ok(Some(at)) => at,
-        super::lengths::Walk::Bad(reason) => return Err(LoadError::Corrupt { path: h.path.clone(), reason }),
-        _ => return Ok(Some(targets)),
-    };
-    let (len_at, header) = if explicit { (at + 8, 12) } else { (at + 4, 8) };
-    let Some(l) = bytes.get(len_at..len_at + 4) else { return Ok(Some(targets)) };
-    let len = u32::from_le_bytes([l[0], l[1], l[2], l[3]]);
-    if len == u32::MAX || (explicit && !matches!(bytes.get(at + 4..at + 6), Some(b"OW") | Some(b"OB"))) {
+    let corrupt = |reason: String| LoadError::Corrupt { path: h.path.clone(), reason };
+    let Some((start, len)) =
+        super::lengths::native_pixel_value(bytes, bytes.len(), explicit).map_err(corrupt)?
+    else {
         return Ok(Some(targets));
-    }
-    let Some(value) = bytes.get(at + header..at + header + len as usize) else {
-        return Err(LoadError::Corrupt {
-            path: h.path.clone(),
-            reason: "pixel data runs past the end of the file".into(),
-        });
+    };
+    let Some(value) = bytes.get(start..start.saturating_add(len)) else {
+        return Err(corrupt("pixel data runs past the end of the file".into()));
     };
     let width = (h.bits_allocated / 8) as usize;
     let bits_stored = (h.bits_stored as u32).clamp(1, 8 * width as u32);

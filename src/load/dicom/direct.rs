@@ -14,7 +14,7 @@
 
 use super::decode::{Convert, Target};
 use super::header::FileHeader;
-use super::lengths::{walk, Walk};
+use super::lengths::native_pixel_value;
 use crate::load::LoadError;
 use std::io::Read;
 
@@ -39,27 +39,18 @@ pub fn read_frame<'a>(
     if !single || h.frames != 1 || h.bits_allocated != 16 || n == 0 {
         return Ok(Some(targets));
     }
-    let at = match walk(prefix, total, true) {
-        Walk::Ok(Some(at)) => at,
-        Walk::Bad(reason) => return Err(corrupt(reason)),
-        // The header goes on past the prefix (or there is no PixelData): the general path decides.
-        _ => return Ok(Some(targets)),
-    };
-    let (len_at, header) = if explicit { (at + 8, 12) } else { (at + 4, 8) };
-    let Some(l) = prefix.get(len_at..len_at + 4) else { return Ok(Some(targets)) };
-    let len = u32::from_le_bytes([l[0], l[1], l[2], l[3]]);
-    if len == u32::MAX || (explicit && !matches!(prefix.get(at + 4..at + 6), Some(b"OW") | Some(b"OB"))) {
+    // The header goes on past the prefix (or there is no PixelData): the general path decides.
+    let Some((start, len)) = native_pixel_value(prefix, total, explicit).map_err(corrupt)? else {
         return Ok(Some(targets));
-    }
-    let start = at + header;
+    };
     if start > prefix.len() {
         return Ok(Some(targets));
     }
-    if start.saturating_add(len as usize) > total {
+    if start.saturating_add(len) > total {
         return Err(corrupt("pixel data runs past the end of the file".into()));
     }
     let needed = 2 * n;
-    if (len as usize) < needed {
+    if len < needed {
         return Err(corrupt(format!(
             "pixel data holds {len} bytes, {needed} needed for 1 frame(s) of {}x{}",
             h.rows, h.cols

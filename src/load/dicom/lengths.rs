@@ -27,6 +27,29 @@ const LONG_VRS: [&[u8; 2]; 13] =
     [b"OB", b"OW", b"OF", b"SQ", b"UT", b"UN", b"UC", b"UR", b"OD", b"OL", b"OV", b"SV", b"UV"];
 const UNDEFINED: u32 = 0xFFFF_FFFF;
 
+/// Where the top-level PixelData value of a natively encoded little-endian file starts and its declared
+/// length, from `prefix`, the first bytes of a file of `total` bytes (`explicit`: explicit VR). `Ok(None)`
+/// when the prefix does not reach PixelData, there is none, its length is undefined or its VR is not
+/// OW/OB: the general decoder decides those. `Err` when a declared length cannot be right.
+pub fn native_pixel_value(
+    prefix: &[u8],
+    total: usize,
+    explicit: bool,
+) -> Result<Option<(usize, usize)>, String> {
+    let at = match walk(prefix, total, true) {
+        Walk::Ok(Some(at)) => at,
+        Walk::Bad(reason) => return Err(reason),
+        Walk::Ok(None) | Walk::NeedMore => return Ok(None),
+    };
+    let (len_at, header) = if explicit { (at + 8, 12) } else { (at + 4, 8) };
+    let Some(l) = prefix.get(len_at..len_at + 4) else { return Ok(None) };
+    let len = u32::from_le_bytes([l[0], l[1], l[2], l[3]]);
+    if len == UNDEFINED || (explicit && !matches!(prefix.get(at + 4..at + 6), Some(b"OW") | Some(b"OB"))) {
+        return Ok(None);
+    }
+    Ok(Some((at + header, len as usize)))
+}
+
 /// Walk `prefix`, the first bytes of a file of `total` bytes. With `stop_at_pixel_data`, the walk ends at
 /// the top-level PixelData header (enough for a header-only read).
 pub fn walk(prefix: &[u8], total: usize, stop_at_pixel_data: bool) -> Walk {
