@@ -11,10 +11,10 @@
 //! and reading it into a buffer each thread reuses. Sequential reading is printed for reference.
 //!
 //! The loader reads each uncompressed 16-bit file's samples straight into its slice of the volume and
-//! widens them there (src/load/dicom/direct.rs). The floor stays a plain read — what the acceptance line asks ("the time to read the same files'
-//! bytes"). For honesty one more reference line is printed, not part of the floor: mapping each file
-//! (populated) and reading every byte through the map, in parallel, and the load's
-//! ratio to that.
+//! rescales them there (src/load/dicom/direct.rs). The floor stays a plain read, what the acceptance line
+//! asks ("the time to read the same files' bytes"). For honesty one more reference line is printed, not
+//! part of the floor: mapping each file (populated) and reading every byte through the map, in parallel,
+//! and the load's ratio to that.
 //!
 //! The machine this runs on is shared and its load changes within seconds, so the cases are measured in
 //! interleaved rounds (floor, load, floor, ... in one round, then the next round) and the ratio is taken per
@@ -23,12 +23,8 @@
 //! One more line, for reading the ratio (not part of the floor): the time to get a fresh output volume of the
 //! same size from the kernel and touch each of its pages once, in parallel, with the same huge-page hint the
 //! loader gives. The loader pays this (the kernel zeroes every fresh page on first touch); the floor, whose
-//! buffers come back from the allocator's free lists, does not.
-//!
-//! And one sketch, for the storage choice (src/volume: the project stores f32 HU): an uncompressed
-//! load — the loader's header scan and slice plan, one reused read buffer per thread (the loader's earlier way), the same length walk
-//! to PixelData — writing i16 HU into a fresh i16 volume instead of f32. It skips padding and fractional
-//! rescales (neither occurs in this series), so it is a lower bound on what an i16 loader would cost.
+//! buffers come back from the allocator's free lists, does not. The volume is i16 (src/volume says why):
+//! the f32 volume of sessions 1-6 paid twice this zeroing and twice the writes, 4.3-6x the floor in all.
 //!
 //! `LOAD_BENCH_PROFILE=N cargo bench --bench load` only loads the uncompressed series N times (for `perf`).
 
@@ -67,8 +63,7 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-/// `uncompressed`: the series is explicit VR little endian, so the i16 sketch applies (else it is skipped).
-fn bench(name: &str, dir: &Path, uncompressed: bool) {
+fn bench(name: &str, dir: &Path) {
     let files = files_of(dir);
     let bytes: u64 = files.iter().map(|p| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0)).sum();
     let voxels = load_dicom(dir, &LoadOptions::default()).expect("load").volume.data.len();
@@ -103,23 +98,18 @@ fn bench(name: &str, dir: &Path, uncompressed: bool) {
             std::hint::black_box(sum);
         })
     };
-    let mut load16 = || {
-        if uncompressed {
-            std::hint::black_box(load_i16_sketch(dir));
-        }
-    };
     let mut headers = || {
         std::hint::black_box(cementleak::load::dicom::scan::scan(dir).expect("scan"));
     };
     let mut touch = || {
-        let mut v = vec![0f32; voxels];
+        let mut v = vec![0i16; voxels];
         advise_huge_pages(&v);
         // One write per 4 KiB page faults every page in, as the decoders' first writes do.
-        v.par_chunks_mut(1 << 18).for_each(|c| c.iter_mut().step_by(1024).for_each(|x| *x = 1.0));
+        v.par_chunks_mut(1 << 19).for_each(|c| c.iter_mut().step_by(2048).for_each(|x| *x = 1));
         std::hint::black_box(&v);
     };
-    // [seq, par, reuse, load, touch, headers, map_read, load16] per round.
-    let mut rounds: Vec<[f64; 8]> = Vec::new();
+    // [seq, par, reuse, load, touch, headers, map_read] per round.
+    let mut rounds: Vec<[f64; 7]> = Vec::new();
     for r in 0..WARMUP + ROUNDS {
         let t = [
             ms(&mut read_seq),
@@ -129,14 +119,13 @@ fn bench(name: &str, dir: &Path, uncompressed: bool) {
             ms(&mut touch),
             ms(&mut headers),
             ms(&mut map_read),
-            ms(&mut load16),
         ];
         if r >= WARMUP {
             rounds.push(t);
         }
     }
     let col = |i: usize| median(rounds.iter().map(|t| t[i]).collect());
-    let floor = |t: &[f64; 8]| t[1].min(t[2]);
+    let floor = |t: &[f64; 7]| t[1].min(t[2]);
     let ratio = median(rounds.iter().map(|t| t[3] / floor(t)).collect());
     let ratio_seq = median(rounds.iter().map(|t| t[3] / t[0]).collect());
     let ratios: Vec<f64> = rounds.iter().map(|t| t[3] / floor(t)).collect();
@@ -154,54 +143,18 @@ fn bench(name: &str, dir: &Path, uncompressed: bool) {
     );
     println!(
         "{name}: fresh {:.0} MB output, first touch {:.1} ms = {touch_ratio:.2}x floor (inside load); load without it {:.2}x floor; header scan {:.1} ms = {:.2}x floor (inside load)",
-        voxels as f64 * 4.0 / 1e6,
+        voxels as f64 * 2.0 / 1e6,
         col(4),
         median(rounds.iter().map(|t| (t[3] - t[4]) / floor(t)).collect()),
         col(5),
         median(rounds.iter().map(|t| t[5] / floor(t)).collect()),
     );
-    let sketch = if uncompressed {
-        format!(
-            " | sketch of the same load into i16 storage ({:.0} MB) {:.1} ms = {:.2}x floor",
-            voxels as f64 * 2.0 / 1e6,
-            col(7),
-            median(rounds.iter().map(|t| t[7] / floor(t)).collect()),
-        )
-    } else {
-        String::new()
-    };
     println!(
-        "{name}: reference, not the floor: map + read every byte {:.1} ms = {:.2}x floor, load/that {:.2}x{sketch}",
+        "{name}: reference, not the floor: map + read every byte {:.1} ms = {:.2}x floor, load/that {:.2}x",
         col(6),
         median(rounds.iter().map(|t| t[6] / floor(t)).collect()),
         median(rounds.iter().map(|t| t[3] / t[6]).collect()),
     );
-}
-
-/// The uncompressed load into i16 HU (see the module doc): scan, plan, then per file read, walk to PixelData
-/// and convert into the file's slice of a fresh i16 volume. Integer rescale only; panics on anything else
-/// (benchmark input only).
-fn load_i16_sketch(dir: &Path) -> Vec<i16> {
-    use cementleak::load::dicom::{lengths, order, scan};
-    let found = scan::scan(dir).expect("scan");
-    let (files, _) = scan::select(dir, found, &LoadOptions::default()).expect("select");
-    let plan = order::plan(dir, &files).expect("plan");
-    let per_slice = plan.rows * plan.cols;
-    let mut v = vec![0i16; plan.slices.len() * per_slice];
-    advise_huge_pages(&v);
-    let jobs: Vec<_> = v.chunks_mut(per_slice).zip(&plan.slices).zip(&plan.rescale).collect();
-    jobs.into_par_iter().for_each_init(Vec::new, |buf: &mut Vec<u8>, ((out, s), (slope, intercept))| {
-        buf.clear();
-        std::fs::File::open(&files[s.file].path).and_then(|mut f| f.read_to_end(buf)).expect("read");
-        let lengths::Walk::Ok(Some(at)) = lengths::walk(buf, buf.len(), true) else { panic!("no PixelData") };
-        let px = &buf[at + 12..at + 12 + 2 * per_slice];
-        let (slope, intercept) = (*slope as i32, *intercept as i32);
-        for (o, b) in out.iter_mut().zip(px.chunks_exact(2)) {
-            let hu = i16::from_le_bytes([b[0], b[1]]) as i32 * slope + intercept;
-            *o = hu.clamp(i16::MIN as i32, i16::MAX as i32) as i16;
-        }
-    });
-    v
 }
 
 /// The loader's hint (src/load/dicom/buffer.rs): transparent huge pages for the volume.
@@ -238,7 +191,7 @@ fn main() {
         }
         return;
     }
-    bench("uncompressed 512x512x60, as written", tmp.path(), true);
+    bench("uncompressed 512x512x60, as written", tmp.path());
     // The same files after being dropped from the page cache and read back once, as a series read from disk
     // is cached: the kernel then holds them in larger pages than it did for dicom-rs's small writes, which
     // changes the cost of every later read (floor and load alike).
@@ -250,13 +203,13 @@ fn main() {
         assert_eq!(rc, 0, "posix_fadvise");
         std::hint::black_box(std::fs::read(&p).expect("read"));
     }
-    bench("uncompressed 512x512x60, read back from disk", tmp.path(), true);
+    bench("uncompressed 512x512x60, read back from disk", tmp.path());
     let real = std::env::var_os("CEMENTLEAK_DATA")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/data"))
         .join("real/totalseg-t12/dicom");
     if real.exists() {
-        bench("jpeg2000 512x512x20 (totalseg-t12)", &real, false);
+        bench("jpeg2000 512x512x20 (totalseg-t12)", &real);
     } else {
         println!("SKIP: {} not found (set CEMENTLEAK_DATA)", real.display());
     }

@@ -2,12 +2,12 @@
 //! the real trunk CT resampled onto that grid, target given as a point in L3.
 
 use cementleak::anatomy::{segment, TargetHint};
-use cementleak::volume::{Geometry, Lps, Spacing, Vec3, Volume};
+use cementleak::volume::{CtVolume, Geometry, Lps, Spacing, Vec3, Volume};
 use criterion::{criterion_group, criterion_main, Criterion};
 use ndarray::Array3;
 use std::path::PathBuf;
 
-fn trunk() -> Option<Volume<f32>> {
+fn trunk() -> Option<CtVolume> {
     use nifti::{IntoNdArray, NiftiObject, ReaderOptions};
     let base = std::env::var_os("CEMENTLEAK_DATA")
         .map(PathBuf::from)
@@ -17,7 +17,7 @@ fn trunk() -> Option<Volume<f32>> {
     let r = |v: [f32; 4]| v.map(|x| x as f64);
     let g = Geometry::from_nifti_ras_affine(&[r(h.srow_x), r(h.srow_y), r(h.srow_z), [0.0, 0.0, 0.0, 1.0]])?;
     let a = obj.into_volume().into_ndarray::<f32>().ok()?.into_dimensionality::<ndarray::Ix3>().ok()?;
-    Some(Volume::new(a.permuted_axes([2, 1, 0]).as_standard_layout().to_owned(), g))
+    Some(CtVolume::from_hu(&a.permuted_axes([2, 1, 0]).as_standard_layout().to_owned(), g))
 }
 
 fn bench(c: &mut Criterion) {
@@ -35,9 +35,9 @@ fn bench(c: &mut Criterion) {
         axes: [Vec3([0.0, 0.0, 1.0]), Vec3([0.0, 1.0, 0.0]), Vec3([1.0, 0.0, 0.0])],
     };
     let data = Array3::from_shape_fn((40, 512, 512), |(z, y, x)| {
-        *src.at_lps(g.voxel_to_lps([z, y, x])).unwrap_or(&-1024.0)
+        *src.at_lps(g.voxel_to_lps([z, y, x])).unwrap_or(&-1024)
     });
-    let ct = Volume::new(data, g);
+    let ct: CtVolume = Volume::new(data, g);
     if let Ok(a) = segment(&ct, TargetHint::AtPoint(target)) {
         eprintln!("one run: {:?}", a.timings);
     }

@@ -82,7 +82,7 @@ fn outputs_on_a_phantom_sequence() {
         assert!((a.axes[k] - b.axes[k]).norm() < 1e-4, "axis {k}");
     }
     assert!((a.spacing.slice - b.spacing.slice).abs() < 1e-4 && (a.spacing.row - b.spacing.row).abs() < 1e-4);
-    let count = |code: u8| masks.volume.data.iter().filter(|v| **v == f32::from(code)).count();
+    let count = |code: u8| masks.volume.data.iter().filter(|v| **v == i16::from(code)).count();
     assert!(count(labels::VERTEBRAL_BODY) > 1000, "body labelled");
     assert!(count(labels::CEMENT) > 100, "cement labelled");
     assert!(masks
@@ -94,7 +94,7 @@ fn outputs_on_a_phantom_sequence() {
     let truth = &case.scans[2].anatomy.data;
     let both = ndarray::Zip::from(&masks.volume.data)
         .and(truth)
-        .fold(0usize, |n, &m, &t| n + usize::from(m == 1.0 && t == labels::VERTEBRAL_BODY));
+        .fold(0usize, |n, &m, &t| n + usize::from(m == 1 && t == labels::VERTEBRAL_BODY));
     assert!(both * 2 > count(labels::VERTEBRAL_BODY), "labelled body mostly inside the true body");
 
     let pngs: Vec<String> = std::fs::read_dir(&out)

@@ -262,7 +262,7 @@ fn phantom_supine_and_prone_agree() {
     }
     let (s0, a0) = &scans[0];
     let (_, a1) = &scans[1];
-    let other = cementleak::volume::Volume::new(a1.labels.data.mapv(|v| v as f32), a1.labels.geometry);
+    let other = cementleak::volume::Volume::new(a1.labels.data.mapv(i16::from), a1.labels.geometry);
     let on0 = anatomy_support::labels_on_grid(&other, &s0.ct.geometry, s0.ct.shape());
     let mut worst = 1.0f64;
     for (name, l) in [("body", labels::VERTEBRAL_BODY), ("canal", labels::CANAL)] {

@@ -256,7 +256,7 @@ fn without_baseline_an_unsaturated_wire_is_removed_and_curved_and_round_leaks_ar
         .data
         .indexed_iter()
         .filter(|((z, y, x), _)| WIRE.sdf(still().inverse().apply(lps_of(&now, [*z, *y, *x])).0) <= 0.0)
-        .map(|(_, v)| *v)
+        .map(|(_, v)| f32::from(*v))
         .fold(f32::MIN, f32::max);
     let f = run(&now, None, None);
     let t = &now.truth;

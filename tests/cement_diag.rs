@@ -79,7 +79,7 @@ fn diagnose_phantom_false_leaks() {
                     (true, true) => both += 1,
                     (true, false) => {
                         only_det += 1;
-                        only_det_hu.push((scan.ct.data[idx], base.ct.data[idx]));
+                        only_det_hu.push((f32::from(scan.ct.data[idx]), f32::from(base.ct.data[idx])));
                     }
                     (false, true) => only_truth += 1,
                     _ => {}
@@ -256,7 +256,7 @@ fn diagnose_far_cement() {
                         for dx in -1..=1isize {
                             let n = [c[0] + dz, c[1] + dy, c[2] + dx];
                             if (0..3).all(|a| n[a] >= 0 && (n[a] as usize) < bshape[a]) {
-                                let v = base.ct.data[n.map(|v| v as usize)];
+                                let v = f32::from(base.ct.data[n.map(|v| v as usize)]);
                                 mx = mx.max(v);
                                 if dz == 0 && dy == 0 && dx == 0 {
                                     near = v;
@@ -282,7 +282,7 @@ fn diagnose_far_cement() {
             );
             for v in far.iter().step_by((far.len() / 12).max(1)) {
                 let p = g.voxel_to_lps(*v);
-                let hu = scan.ct.data[*v];
+                let hu = f32::from(scan.ct.data[*v]);
                 let (b, bmax) = base_at(p);
                 println!(
                     "   {v:?} tissue {} HU {hu:.0} base {b:.0} (3x3x3 max {bmax:.0}) rise {:.0}, {:.1} mm from cement, {:.1} mm from metal, in body {}, truth label {}",

@@ -3,7 +3,7 @@
 //! (The independent-reader version of these checks is in `dicom_write.rs`.)
 
 use cementleak::load::{load_scan, LoadOptions};
-use cementleak::volume::{Geometry, Lps, PatientPosition, Spacing, Volume};
+use cementleak::volume::{CtVolume, Geometry, Lps, PatientPosition, Spacing};
 use cementleak::write::dicom::{write_ct_series, CtSeriesMeta};
 use ndarray::Array3;
 
@@ -16,7 +16,7 @@ fn load_scan_reads_back_every_patient_position() {
             spacing: Spacing { slice: 1.5, row: 0.7, column: 0.9 },
             axes: position.axial_axes(),
         };
-        let vol = Volume::new(data, g);
+        let vol = CtVolume::from_hu(&data, g);
         let mut meta = CtSeriesMeta::synthetic(&format!("readback/{position}"), position);
         meta.series_description = "readback test".into();
         meta.series_number = 7;

@@ -2,7 +2,7 @@
 //! conformance) and dcmtk `dcmdump` (a second, independent parser). Skipped with a printed reason when the
 //! tools are not installed (`apt-get install dicom3tools dcmtk`).
 
-use cementleak::volume::{Geometry, Lps, PatientPosition, Spacing, Volume};
+use cementleak::volume::{CtVolume, Geometry, Lps, PatientPosition, Spacing};
 use cementleak::write::dicom::{write_ct_series, CtSeriesMeta};
 use ndarray::Array3;
 use std::process::Command;
@@ -34,7 +34,7 @@ fn dciodvfy_and_dcmdump_accept_written_series() {
             let mut meta = CtSeriesMeta::synthetic(&format!("validate/{position}/{hi}"), position);
             meta.patient_name = "Müller^Jörg".into(); // exercises SpecificCharacterSet
             let dir = tempfile::tempdir().expect("tempdir");
-            let paths = write_ct_series(&Volume::new(data, g), &meta, dir.path()).expect("write");
+            let paths = write_ct_series(&CtVolume::from_hu(&data, g), &meta, dir.path()).expect("write");
             for p in &paths {
                 let out = Command::new("dciodvfy").arg(p).output().expect("run dciodvfy");
                 let text = format!(

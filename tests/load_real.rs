@@ -39,7 +39,7 @@ fn check(scan: &Scan, r: &Value) {
     assert_eq!(scan.info.patient_position.as_deref(), r["patient_position"].as_str());
     assert_eq!(Some(scan.info.encoding.as_str()), r["transfer_syntax"].as_str());
     let (mut lo, mut hi, mut sum) = (f32::INFINITY, f32::NEG_INFINITY, 0.0f64);
-    for &v in vol.data.iter() {
+    for v in vol.data.iter().map(|&v| f32::from(v)) {
         lo = lo.min(v);
         hi = hi.max(v);
         sum += v as f64;

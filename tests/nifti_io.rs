@@ -3,7 +3,7 @@
 
 use cementleak::load::nifti::load_nifti;
 use cementleak::load::LoadError;
-use cementleak::volume::{Geometry, Lps, PatientPosition, Spacing, Vec3, Volume};
+use cementleak::volume::{hu_i16, CtVolume, Geometry, Lps, PatientPosition, Spacing, Vec3, Volume};
 use cementleak::write::nifti::{write_ct_nifti, write_labels_nifti};
 use flate2::read::GzDecoder;
 use ndarray::Array3;
@@ -101,10 +101,10 @@ fn labels_and_ct_round_trip_for_every_orientation() {
                 if is_labels {
                     write_labels_nifti(&Volume::new(labels.clone(), g), &path).expect("write labels");
                 } else {
-                    write_ct_nifti(&Volume::new(ct.clone(), g), &path).expect("write ct");
+                    write_ct_nifti(&CtVolume::from_hu(&ct, g), &path).expect("write ct");
                 }
                 let scan = load_nifti(&path).expect("read back");
-                let want = if is_labels { labels.mapv(f32::from) } else { ct.clone() };
+                let want = if is_labels { labels.mapv(i16::from) } else { ct.mapv(hu_i16) };
                 assert_eq!(scan.volume.data, want, "{position} {flip} {name}");
                 for idx in [[0, 0, 0], [3, 6, 4], [1, 6, 0], [3, 0, 4]] {
                     let d = scan.volume.geometry.voxel_to_lps(idx).distance(g.voxel_to_lps(idx));
@@ -184,7 +184,7 @@ fn scaled_integer_and_float_datatypes_become_hu() {
     b[254..256].copy_from_slice(&1i16.to_le_bytes());
     std::fs::write(&path, &b).expect("write");
     let scan = load_nifti(&path).expect("load");
-    assert_eq!(scan.volume.data, stored.mapv(|v| v as f32 * 2.0 - 1024.0));
+    assert_eq!(scan.volume.data, stored.mapv(|v| v * 2 - 1024));
     assert!(scan.volume.geometry.voxel_to_lps([2, 3, 4]).distance(g.voxel_to_lps([2, 3, 4])) < 1e-3);
 
     for (name, f) in [
@@ -214,9 +214,10 @@ fn scaled_integer_and_float_datatypes_become_hu() {
         f(&p).expect("write");
         let scan = load_nifti(&p).expect(name);
         let want = match name {
-            "u8.nii" => stored.mapv(|v| v as f32),
-            "i32.nii.gz" => stored.mapv(|v| v as f32 - 1000.0),
-            _ => stored.mapv(|v| v as f32 + 0.5),
+            "u8.nii" => stored.clone(),
+            "i32.nii.gz" => stored.mapv(|v| v - 1000),
+            // Stored as whole HU, rounded half away from zero.
+            _ => stored.mapv(|v| hu_i16(v as f32 + 0.5)),
         };
         assert_eq!(scan.volume.data, want, "{name}");
     }
@@ -239,7 +240,7 @@ fn bad_files_are_refused_with_clear_messages() {
     let dir = tempfile::tempdir().expect("tempdir");
     let g = geometry(PatientPosition::Hfs, false);
     let good = dir.path().join("good.nii");
-    write_ct_nifti(&Volume::new(Array3::from_elem((4, 7, 5), 1.0f32), g), &good).expect("write");
+    write_ct_nifti(&Volume::new(Array3::from_elem((4, 7, 5), 1i16), g), &good).expect("write");
     let bytes = std::fs::read(&good).expect("read");
 
     let write = |name: &str, b: &[u8]| {
@@ -258,7 +259,7 @@ fn bad_files_are_refused_with_clear_messages() {
     assert!(r.contains("truncated"), "{r}");
 
     let gz = dir.path().join("good.nii.gz");
-    write_ct_nifti(&Volume::new(Array3::from_elem((4, 7, 5), 1.0f32), g), &gz).expect("write gz");
+    write_ct_nifti(&Volume::new(Array3::from_elem((4, 7, 5), 1i16), g), &gz).expect("write gz");
     let gzb = std::fs::read(&gz).expect("read");
     let cut = write("cut.nii.gz", &gzb[..gzb.len() / 2]);
     let r = nifti_reason(load_nifti(&cut));
@@ -293,7 +294,7 @@ fn bad_files_are_refused_with_clear_messages() {
 fn compression_is_detected_by_content_not_name() {
     let dir = tempfile::tempdir().expect("tempdir");
     let vol = Volume::new(
-        Array3::from_shape_fn((3, 4, 5), |(k, r, c)| (k * 20 + r * 5 + c) as f32),
+        Array3::from_shape_fn((3, 4, 5), |(k, r, c)| (k * 20 + r * 5 + c) as i16),
         geometry(PatientPosition::Hfp, false),
     );
     let gz = dir.path().join("a.nii.gz");
@@ -333,11 +334,11 @@ fn peak_memory_of_loading() {
     let scan = load_nifti(&path).expect("load");
     let secs = t.elapsed().as_secs_f64();
     let after = status_kib("VmHWM:").expect("linux");
-    let f32_mib = (scan.volume.voxel_count() * 4) as f64 / 1048576.0;
+    let hu_mib = (scan.volume.voxel_count() * 2) as f64 / 1048576.0;
     println!(
-        "load_nifti 512x512x200 int16: {secs:.2} s, peak RSS rose {:.0} MiB for a {f32_mib:.0} MiB f32 volume ({:.2}x); standard layout: {}",
+        "load_nifti 512x512x200 int16: {secs:.2} s, peak RSS rose {:.0} MiB for a {hu_mib:.0} MiB i16 volume ({:.2}x); standard layout: {}",
         (after - before) as f64 / 1024.0,
-        (after - before) as f64 / 1024.0 / f32_mib,
+        (after - before) as f64 / 1024.0 / hu_mib,
         scan.volume.data.is_standard_layout()
     );
     assert!(scan.volume.data.is_standard_layout());

@@ -66,11 +66,15 @@ fn trunk_ct_geometry_matches_its_sform_and_voxels_match_the_bytes() {
     };
     let scale = |v: f32| if slope == 0.0 { v } else { v * slope + inter };
     for (i, j, k) in [(0, 0, 0), (ni - 1, 0, 0), (0, nj - 1, 0), (0, 0, nk - 1), (61, 50, 56), (30, 70, 90)] {
-        assert_eq!(scan.volume.data[[k, j, i]], scale(raw(i, j, k)), "voxel ({i},{j},{k})");
+        assert_eq!(
+            f32::from(scan.volume.data[[k, j, i]]),
+            scale(raw(i, j, k)).round(),
+            "voxel ({i},{j},{k})"
+        );
     }
     // A plausible CT: air and bone both present.
-    let (lo, hi) = scan.volume.data.iter().fold((f32::MAX, f32::MIN), |(a, b), &v| (a.min(v), b.max(v)));
-    assert!(lo <= -900.0 && hi >= 700.0, "HU range {lo}..{hi}");
+    let (lo, hi) = scan.volume.data.iter().fold((i16::MAX, i16::MIN), |(a, b), &v| (a.min(v), b.max(v)));
+    assert!(lo <= -900 && hi >= 700, "HU range {lo}..{hi}");
     assert_eq!(scan.info.encoding, "nifti");
 }
 

@@ -61,7 +61,7 @@ fn erode_mm(m: &Mask, spacing: [f64; 3], mm: f64) -> Mask {
 }
 
 fn values(ct: &CtVolume, m: &Mask) -> Vec<f32> {
-    ct.data.iter().zip(m.iter()).filter(|(_, &b)| b).map(|(&v, _)| v).collect()
+    ct.data.iter().zip(m.iter()).filter(|(_, &b)| b).map(|(&v, _)| f32::from(v)).collect()
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -98,7 +98,7 @@ fn measure(
     let inner = erode(body, [1, 1, 1]);
     let shell = ndarray::Zip::from(body).and(&inner).map_collect(|&b, &i| b && !i);
     let core = erode_mm(body, sp, 2.0);
-    let fatw = ct.data.mapv(|v| (-190.0..=-30.0).contains(&v));
+    let fatw = ct.data.mapv(|v| (-190..=-30).contains(&v));
     let fat = erode(&fatw, [0, 1, 1]);
     for (name, m) in [
         ("cortical", Some(&shell)),
@@ -151,11 +151,11 @@ fn local_sd(ct: &CtVolume, m: &Mask) -> Option<f32> {
 }
 
 /// A label volume resampled onto the CT grid through patient coordinates.
-fn labels_on(ct: &CtVolume, seg: &Volume<f32>) -> Array3<i32> {
+fn labels_on(ct: &CtVolume, seg: &Volume<i16>) -> Array3<i32> {
     let mut out = Array3::zeros(ct.data.raw_dim());
     for ((z, y, x), v) in out.indexed_iter_mut() {
         let p = ct.geometry.voxel_to_lps([z, y, x]);
-        *v = seg.at_lps(p).map(|&l| l.round() as i32).unwrap_or(0);
+        *v = seg.at_lps(p).map(|&l| i32::from(l)).unwrap_or(0);
     }
     out
 }

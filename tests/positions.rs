@@ -58,7 +58,7 @@ fn as_acquired_in(orig: &CtVolume, position: PatientPosition) -> CtVolume {
 }
 
 /// LPS centroid of the voxels of `vol` selected by `keep`.
-fn centroid(vol: &CtVolume, keep: impl Fn([usize; 3], f32) -> bool) -> (Lps, usize) {
+fn centroid(vol: &CtVolume, keep: impl Fn([usize; 3], i16) -> bool) -> (Lps, usize) {
     let (mut sum, mut n) = (Vec3::ZERO, 0usize);
     for ((k, r, c), &v) in vol.data.indexed_iter() {
         if keep([k, r, c], v) {
@@ -110,10 +110,10 @@ fn check_positions(read: &dyn Fn(&Path) -> CtVolume, reader_name: &str) {
 
     // 1. Landmarks: bright voxels and a spread of others keep their LPS position and HU.
     // The 200 brightest voxels (dense cortical bone), then a regular spread over three slices.
-    let mut bright: Vec<(f32, [usize; 3])> =
-        orig.data.indexed_iter().filter(|(_, &v)| v >= 1000.0).map(|(i, &v)| (v, [i.0, i.1, i.2])).collect();
+    let mut bright: Vec<(i16, [usize; 3])> =
+        orig.data.indexed_iter().filter(|(_, &v)| v >= 1000).map(|(i, &v)| (v, [i.0, i.1, i.2])).collect();
     assert!(bright.len() >= 20, "bright voxels present: {}", bright.len());
-    bright.sort_by(|a, b| b.0.total_cmp(&a.0));
+    bright.sort_by_key(|b| std::cmp::Reverse(b.0));
     let mut landmarks: Vec<[usize; 3]> = bright.iter().take(200).map(|b| b.1).collect();
     for k in [0, 7, 19] {
         for r in (0..512).step_by(37) {
@@ -137,11 +137,11 @@ fn check_positions(read: &dyn Fn(&Path) -> CtVolume, reader_name: &str) {
 
     // 2. Centroid of bone (> 300 HU) on the middle slice, computed in each acquisition's own array.
     let z_mid = orig.geometry.voxel_to_lps([10, 0, 0]).z();
-    let (c_ref, n_ref) = centroid(&orig, |[k, _, _], v| k == 10 && v > 300.0);
+    let (c_ref, n_ref) = centroid(&orig, |[k, _, _], v| k == 10 && v > 300);
     assert!(n_ref > 500, "bone on the middle slice: {n_ref} voxels");
     for (position, vol) in &loaded {
         let k_mid = slice_nearest_z(vol, z_mid);
-        let (c, n) = centroid(vol, |[k, _, _], v| k == k_mid && v > 300.0);
+        let (c, n) = centroid(vol, |[k, _, _], v| k == k_mid && v > 300);
         assert_eq!(n, n_ref, "{reader_name} {position}: bone voxel count");
         assert!(c.distance(c_ref) < 1e-3, "{reader_name} {position}: bone centroid {c} vs {c_ref}");
     }
@@ -158,10 +158,10 @@ fn check_positions(read: &dyn Fn(&Path) -> CtVolume, reader_name: &str) {
         );
     }
     // Cord (79) and T12 (32) centroids from the NIfTI, and the HU the DICOM has there, in every position.
-    let (cord, n_cord) = centroid(&seg, |_, v| v == 79.0);
-    let (t12, n_t12) = centroid(&seg, |_, v| v == 32.0);
+    let (cord, n_cord) = centroid(&seg, |_, v| v == 79);
+    let (t12, n_t12) = centroid(&seg, |_, v| v == 32);
     assert!(n_cord > 100 && n_t12 > 1000, "labels present: cord {n_cord}, T12 {n_t12}");
-    let mean_hu_of_label = |vol: &CtVolume, label: f32| {
+    let mean_hu_of_label = |vol: &CtVolume, label: i16| {
         let (mut sum, mut n) = (0.0f64, 0usize);
         for ((k, j, i), &l) in seg.data.indexed_iter() {
             if l == label {
@@ -174,7 +174,7 @@ fn check_positions(read: &dyn Fn(&Path) -> CtVolume, reader_name: &str) {
         }
         sum / n as f64
     };
-    let (cord_hu, t12_hu) = (mean_hu_of_label(&orig, 79.0), mean_hu_of_label(&orig, 32.0));
+    let (cord_hu, t12_hu) = (mean_hu_of_label(&orig, 79), mean_hu_of_label(&orig, 32));
     println!(
         "{reader_name}: cord centroid {cord} mean HU {cord_hu:.1}; T12 centroid {t12} mean HU {t12_hu:.1}"
     );
@@ -186,7 +186,7 @@ fn check_positions(read: &dyn Fn(&Path) -> CtVolume, reader_name: &str) {
     // Negative control: the same labels read without the row flip (j taken as the DICOM row) miss the bone.
     let (mut wrong_sum, mut wrong_n) = (0.0f64, 0usize);
     for ((k, j, i), &l) in seg.data.indexed_iter() {
-        if l == 32.0 {
+        if l == 32 {
             wrong_sum += orig.data[[k, j, i]] as f64;
             wrong_n += 1;
         }
@@ -195,8 +195,8 @@ fn check_positions(read: &dyn Fn(&Path) -> CtVolume, reader_name: &str) {
     println!("{reader_name}: T12 labels without the LAS row flip would cover mean HU {wrong_hu:.1}");
     assert!(t12_hu > wrong_hu + 100.0, "flipped labels would give {wrong_hu} HU, correct {t12_hu}");
     for (position, vol) in &loaded {
-        assert_eq!(mean_hu_of_label(vol, 79.0), cord_hu, "{reader_name} {position}: cord HU");
-        assert_eq!(mean_hu_of_label(vol, 32.0), t12_hu, "{reader_name} {position}: T12 HU");
+        assert_eq!(mean_hu_of_label(vol, 79), cord_hu, "{reader_name} {position}: cord HU");
+        assert_eq!(mean_hu_of_label(vol, 32), t12_hu, "{reader_name} {position}: T12 HU");
         let v = vol.geometry.lps_to_voxel(cord, vol.shape()).expect("cord inside");
         let o = orig.geometry.lps_to_voxel(cord, orig.shape()).expect("cord inside");
         assert!(vol.geometry.voxel_to_lps(v).distance(orig.geometry.voxel_to_lps(o)) < 1e-3);

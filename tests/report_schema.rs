@@ -25,7 +25,7 @@ fn validate(report: &serde_json::Value) -> Vec<String> {
 
 fn sample_report() -> Report {
     let vol = Volume::new(
-        ndarray::Array3::<f32>::zeros((4, 5, 6)),
+        ndarray::Array3::<i16>::zeros((4, 5, 6)),
         Geometry::axial_hfs(Lps([0.0; 3]), Spacing { slice: 2.0, row: 0.5, column: 0.5 }),
     );
     let scan = Scan {

@@ -58,7 +58,7 @@ impl<'a> CortexProbe<'a> {
     fn densest_toward(&self, base: &CtVolume, p: Lps, dir: Vec3) -> f32 {
         let steps = (CORTEX_SEARCH_MM / 0.5) as usize;
         (2..=steps)
-            .filter_map(|i| base.at_lps(self.to_base.apply(p + dir * (0.5 * i as f64))).copied())
+            .filter_map(|i| base.hu_at_lps(self.to_base.apply(p + dir * (0.5 * i as f64))))
             .fold(f32::MIN, f32::max)
     }
 
@@ -69,7 +69,7 @@ impl<'a> CortexProbe<'a> {
         (-steps..=steps).any(|i| {
             let q = p + dir * (0.5 * f64::from(i));
             self.metal.at_lps(q).is_some_and(|m| *m)
-                || base.at_lps(self.to_base.apply(q)).is_some_and(|h| *h >= MAX_BONE_HU)
+                || base.hu_at_lps(self.to_base.apply(q)).is_some_and(|h| h >= MAX_BONE_HU)
         })
     }
 
@@ -79,7 +79,7 @@ impl<'a> CortexProbe<'a> {
         (2..=steps)
             .filter_map(|i| {
                 let d = 0.5 * i as f64;
-                base.at_lps(self.to_base.apply(p + dir * d)).map(|h| (*h, d))
+                base.hu_at_lps(self.to_base.apply(p + dir * d)).map(|h| (h, d))
             })
             .fold((f32::MIN, 0.0), |a, b| if b.0 > a.0 { b } else { a })
     }
@@ -165,7 +165,7 @@ pub fn split_escaped(
             for (s, c) in sum.iter_mut().zip(p.0) {
                 *s += c;
             }
-            max_hu = max_hu.max(scan.data.get(*v).copied().unwrap_or(f32::MIN));
+            max_hu = max_hu.max(scan.hu(*v).unwrap_or(f32::MIN));
             if let Some(c) = findings.intravertebral.data.get_mut(*v) {
                 *c = false;
             }

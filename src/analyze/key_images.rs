@@ -58,7 +58,7 @@ fn picture(ct: &CtVolume, a: &Analysis, plane: Plane, centre: Lps, title: &str) 
     let view = View { plane, center: centre, size_mm: [FOV_MM, FOV_MM], pixel_mm: PIXEL_MM };
     // CT and labels share the scan's grid: find the voxel of each pixel once, read both there.
     let sampling = ViewSampling::new(&ct.geometry, ct.shape(), &view);
-    let mut img = render::grey_image(&sampling.sample(ct, -1024.0), Window::BONE);
+    let mut img = render::grey_image(&sampling.sample(ct, -1024), Window::BONE);
     let labels = if a.labels.geometry == ct.geometry && a.labels.shape() == ct.shape() {
         sampling.sample(&a.labels, 0)
     } else {

@@ -104,7 +104,7 @@ pub fn resplit(
             for (s, c) in sum.iter_mut().zip(g.voxel_to_lps(*v).0) {
                 *s += w * c;
             }
-            max_hu = max_hu.max(scan.data.get(*v).copied().unwrap_or(f32::MIN));
+            max_hu = max_hu.max(scan.hu(*v).unwrap_or(f32::MIN));
         }
         let touches_body = comp.iter().any(|v| {
             super::voxels::neighbours26(*v).any(|d| region.contains(&d) || body.data.get(d) == Some(&true))
@@ -148,7 +148,7 @@ pub fn previous_ml(findings: &CementFindings, prev: &CtVolume, comp: &[[usize; 3
     let t = findings.previous_registration.unwrap_or_default();
     let dense = comp
         .iter()
-        .filter(|v| prev.at_lps(t.apply(g.voxel_to_lps(**v))).is_some_and(|h| *h >= CEMENT_HU))
+        .filter(|v| prev.hu_at_lps(t.apply(g.voxel_to_lps(**v))).is_some_and(|h| h >= CEMENT_HU))
         .count();
     dense as f64 * g.spacing.voxel_volume_ml()
 }
@@ -185,7 +185,7 @@ mod tests {
             warnings: Vec::new(),
         };
         let body = mask(|_, _, x| x < 8);
-        let scan: CtVolume = Volume::new(Array3::from_elem((6, 20, 20), 1500.0), grid());
+        let scan: CtVolume = Volume::new(Array3::from_elem((6, 20, 20), 1500), grid());
         let r = resplit(&mut f, &body, 1.0, 0.001, &scan, None);
         assert_eq!((r.leaks_before, r.leaks_after), (0, 1));
         // x 4..=8 stays inside (8 is within the 1 mm tolerance), x 9..12 leaks.

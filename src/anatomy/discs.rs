@@ -461,9 +461,9 @@ mod dump {
                 let truth = Volume::new(
                     scan.anatomy.data.mapv(|l| {
                         if l == labels::VERTEBRAL_BODY || l == labels::CEMENT {
-                            1000.0
+                            1000
                         } else {
-                            0.0
+                            0
                         }
                     }),
                     scan.anatomy.geometry,
@@ -484,21 +484,20 @@ mod dump {
             };
             let (ct, bd, vert) =
                 (load("ct.nii.gz"), load("vertebral_bodies_and_discs.nii.gz"), load("vertebrae.nii.gz"));
-            for (name, code) in [("L1", 31.0), ("L2", 30.0), ("L3", 29.0), ("L4", 28.0), ("L5", 27.0)] {
+            for (name, code) in [("L1", 31), ("L2", 30), ("L3", 29), ("L4", 28), ("L5", 27)] {
                 let (mut s, mut n) = ([0.0f64; 3], 0.0);
                 let ind = Volume::new(
                     ndarray::Array3::from_shape_fn(vert.data.dim(), |(z, y, x)| {
                         let q = vert.geometry.voxel_to_lps([z, y, x]);
-                        let inside = (vert.data[(z, y, x)] - code).abs() < 0.5
-                            && bd.at_lps(q).is_some_and(|&v| (v - 1.0).abs() < 0.5);
+                        let inside = vert.data[(z, y, x)] == code && bd.at_lps(q) == Some(&1);
                         if inside {
                             for (acc, v) in s.iter_mut().zip(q.0) {
                                 *acc += v;
                             }
                             n += 1.0;
-                            1000.0
+                            1000
                         } else {
-                            0.0
+                            0
                         }
                     }),
                     vert.geometry,

@@ -97,7 +97,7 @@ pub struct ScanBox {
 
 /// `trilinear` on a standard-layout array's flat data: the same result without per-sample index checks
 /// of the 3-D view (the resampling is the largest pass over the scan).
-fn trilinear_flat(data: &[f32], shape: [usize; 3], c: [f64; 3]) -> f32 {
+fn trilinear_flat(data: &[i16], shape: [usize; 3], c: [f64; 3]) -> f32 {
     let mut off = 0usize;
     let mut step = [0usize; 3];
     let mut t = [0f32; 3];
@@ -114,7 +114,8 @@ fn trilinear_flat(data: &[f32], shape: [usize; 3], c: [f64; 3]) -> f32 {
             t[a] = (c[a] - f).clamp(0.0, 1.0) as f32;
         }
     }
-    let get = |dz: usize, dy: usize, dx: usize| data[off + dz * step[0] + dy * step[1] + dx * step[2]];
+    let get =
+        |dz: usize, dy: usize, dx: usize| f32::from(data[off + dz * step[0] + dy * step[1] + dx * step[2]]);
     let lerp = |a: f32, b: f32, t: f32| a + (b - a) * t;
     let c00 = lerp(get(0, 0, 0), get(0, 0, 1), t[2]);
     let c01 = lerp(get(0, 1, 0), get(0, 1, 1), t[2]);
@@ -123,7 +124,7 @@ fn trilinear_flat(data: &[f32], shape: [usize; 3], c: [f64; 3]) -> f32 {
     lerp(lerp(c00, c01, t[1]), lerp(c10, c11, t[1]), t[0])
 }
 
-fn trilinear(data: &Array3<f32>, shape: [usize; 3], c: [f64; 3]) -> f32 {
+fn trilinear(data: &Array3<i16>, shape: [usize; 3], c: [f64; 3]) -> f32 {
     let mut i0 = [0usize; 3];
     let mut t = [0f32; 3];
     for a in 0..3 {
@@ -144,7 +145,7 @@ fn trilinear(data: &Array3<f32>, shape: [usize; 3], c: [f64; 3]) -> f32 {
         let z = (i0[0] + dz).min(shape[0] - 1);
         let y = (i0[1] + dy).min(shape[1] - 1);
         let x = (i0[2] + dx).min(shape[2] - 1);
-        data[(z, y, x)]
+        f32::from(data[(z, y, x)])
     };
     let lerp = |a: f32, b: f32, t: f32| a + (b - a) * t;
     let c00 = lerp(get(0, 0, 0), get(0, 0, 1), t[2]);

@@ -44,7 +44,7 @@ pub fn find_needle(ct: &CtVolume) -> Option<Needle> {
             let mut v = Vec::new();
             for (y, row) in plane.outer_iter().enumerate() {
                 for (x, &h) in row.iter().enumerate() {
-                    if h >= METAL_HU {
+                    if f32::from(h) >= METAL_HU {
                         v.push(g.voxel_to_lps([z, y, x]));
                     }
                 }
@@ -382,7 +382,7 @@ fn least_squares(s: &[&(f64, f64, f64)]) -> (f64, f64, f64, f64) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::volume::{Geometry, Spacing, Volume};
+    use crate::volume::{Geometry, Spacing};
     use ndarray::Array3;
 
     #[test]
@@ -448,7 +448,7 @@ mod tests {
         let bright = data.iter().filter(|&&v| v >= METAL_HU).count();
         let side = ((4 * bright) as f64).cbrt().ceil() as usize;
         data.slice_mut(ndarray::s![2..2 + side, 2..2 + side, 2..2 + side]).fill(3071.0);
-        (Volume::new(data, g), tip)
+        (CtVolume::from_hu(&data, g), tip)
     }
 
     #[test]

@@ -256,7 +256,7 @@ pub fn detect(inputs: &CementInputs, params: &CementParams) -> Result<CementFind
     let parent = Grid { shape, lo: [0; 3], geometry: scan.geometry };
     let (lo, hi) = grid::grow_box(blo, bhi, parent.radius_voxels(params.roi_margin_mm, 1), shape);
     let g = Grid::from_box(&scan.geometry, lo, hi);
-    let img: Vec<f32> = g.crop(scan).into_iter().map(|v| if v.is_finite() { v } else { -1024.0 }).collect();
+    let img: Vec<f32> = g.crop(scan).into_iter().map(f32::from).collect();
     let body = g.crop(inputs.body);
     // The canal grown by a partial-volume voxel: a leak's seed sits in its core, but the label's edge is
     // only as exact as the segmentation.
@@ -299,7 +299,7 @@ pub fn detect(inputs: &CementInputs, params: &CementParams) -> Result<CementFind
                 RigidTransform::identity()
             }
         };
-        let data: Vec<f32>;
+        let data: Vec<i16>;
         let slice = match vol.data.as_slice() {
             Some(s) => s,
             None => {

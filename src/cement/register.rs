@@ -283,8 +283,7 @@ pub(crate) fn register_onto(
         bhi[a] = h as usize;
     }
     let mg = Grid::from_box(&moving.geometry, blo, bhi);
-    let mdata: Vec<f32> =
-        mg.crop(moving).into_iter().map(|v| if v.is_finite() { v } else { -1024.0 }).collect();
+    let mdata: Vec<f32> = mg.crop(moving).into_iter().map(f32::from).collect();
 
     let mut t = RigidTransform::identity();
     let mut iterations = [0usize; 2];
@@ -515,8 +514,8 @@ mod tests {
             g,
         );
         let inv = truth.inverse();
-        let moving = Volume::new(
-            ndarray::Array3::from_shape_fn((n, n, n), |(z, y, x)| f(inv.apply(g.voxel_to_lps([z, y, x])))),
+        let moving = CtVolume::from_hu(
+            &ndarray::Array3::from_shape_fn((n, n, n), |(z, y, x)| f(inv.apply(g.voxel_to_lps([z, y, x])))),
             g,
         );
         let grid = Grid { shape: [n, n, n], lo: [0; 3], geometry: g };

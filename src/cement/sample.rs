@@ -6,18 +6,18 @@ use super::register::RigidTransform;
 use crate::volume::{Geometry, Lps};
 use rayon::prelude::*;
 
-/// Reads a flat `[slice, row, column]` array at continuous positions.
-pub(crate) struct Sampler<'a> {
-    data: &'a [f32],
+/// Reads a flat `[slice, row, column]` array (stored HU, or smoothed HU) at continuous positions.
+pub(crate) struct Sampler<'a, T = f32> {
+    data: &'a [T],
     shape: [usize; 3],
     geometry: Geometry,
     /// Rows: d(index a)/d(LPS), the inverse of the index-to-LPS matrix.
     inv: [[f64; 3]; 3],
 }
 
-impl<'a> Sampler<'a> {
+impl<'a, T: Copy + Into<f32>> Sampler<'a, T> {
     /// `None` when the geometry is degenerate (zero spacing or parallel axes).
-    pub fn new(data: &'a [f32], shape: [usize; 3], geometry: Geometry) -> Option<Sampler<'a>> {
+    pub fn new(data: &'a [T], shape: [usize; 3], geometry: Geometry) -> Option<Sampler<'a, T>> {
         let s = geometry.spacing.zyx();
         let m = [0, 1, 2].map(|a| geometry.axes[a] * s[a]);
         // Inverse of the matrix with columns m[a]: rows are the reciprocal basis.
@@ -61,7 +61,7 @@ impl<'a> Sampler<'a> {
             let z = if k & 4 == 0 { z0 } else { z1 };
             let y = if k & 2 == 0 { y0 } else { y1 };
             let x = if k & 1 == 0 { x0 } else { x1 };
-            self.data[(z * ny + y) * nx + x]
+            self.data[(z * ny + y) * nx + x].into()
         };
         Some((std::array::from_fn(corner), [fz, fy, fx]))
     }
@@ -144,7 +144,11 @@ pub(crate) struct Resampled {
 }
 
 /// Sample `moving` at `t(p)` for every crop voxel `p`.
-pub(crate) fn resample(moving: &Sampler, t: &RigidTransform, grid: &Grid) -> Resampled {
+pub(crate) fn resample<T: Copy + Into<f32> + Sync>(
+    moving: &Sampler<T>,
+    t: &RigidTransform,
+    grid: &Grid,
+) -> Resampled {
     let plane = grid.shape[1] * grid.shape[2];
     let mut value = vec![f32::NAN; grid.len()];
     let mut support_max = vec![f32::NAN; grid.len()];

@@ -61,7 +61,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let load_seconds = t0.elapsed().as_secs_f64();
     let g = &scan.volume.geometry;
     let (mut lo, mut hi, mut sum) = (f32::INFINITY, f32::NEG_INFINITY, 0.0f64);
-    for &v in scan.volume.data.iter() {
+    for v in scan.volume.data.iter().map(|&v| f32::from(v)) {
         lo = lo.min(v);
         hi = hi.max(v);
         sum += v as f64;

@@ -211,10 +211,10 @@ impl LocalBox {
             for y in 0..n1 {
                 for x in 0..n2 {
                     let v = (z + l0, y + l1, x + l2);
-                    let hu = scan.data[v];
+                    let hu = f32::from(scan.data[v]);
                     let l = anatomy.labels.data[v];
                     out[(z * n1 + y) * n2 + x] = [
-                        if hu.is_finite() { hu.clamp(HU_MIN, HU_MAX) } else { HU_MIN },
+                        hu.clamp(HU_MIN, HU_MAX),
                         0.0,
                         if findings.intravertebral.data[v] { 1.0 } else { 0.0 },
                         mask(l, labels::VERTEBRAL_BODY),
@@ -319,7 +319,7 @@ mod tests {
             };
             lab[(z, y, x)] = code;
         }
-        (Volume::new(ct, g), Volume::new(lab, g), Volume::new(intra, g), leak)
+        (CtVolume::from_hu(&ct, g), Volume::new(lab, g), Volume::new(intra, g), leak)
     }
 
     fn anatomy(labels: LabelVolume) -> Anatomy {

@@ -4,26 +4,20 @@
 //! return the same [`Scan`].
 //!
 //! **Speed of uncompressed series.** Loading a 512 x 512 x 60 16-bit series is bound by memory traffic, not
-//! by parsing. perf on `LOAD_BENCH_PROFILE` (2026-11-24, before the changes below): the kernel zeroing the
-//! fresh 63 MB f32 volume on first touch 36% of the load, copying the 31 MB of file bytes out of the page
-//! cache 28%, the HU conversion and its writes 18%, the header scan, opens and the rest below 20%. So the
-//! path moves each byte as few times as possible: each single-frame 16-bit file's samples are read from the
-//! page cache straight into the upper half of its own slice of the volume and widened to HU there, front to
-//! back (`dicom::direct`; one copy of the samples instead of two, no per-file buffer;
-//! `dicom::decode::native_file_fast_path` also says why a memory map was measured and not kept); the
-//! volume is written with streaming stores (`dicom::stream`: no read-for-ownership of output lines; plain
-//! stores in the in-place widening: the profile run took 1.4-1.6x the CPU time) into memory the kernel hands out in huge pages
-//! (`dicom::buffer`). The header scan stops dicom-rs at PixelData with `read_until` (ending on end of input
-//! made it capture a backtrace per file). The volume is not zero-filled by us (`alloc_zeroed` maps untouched
-//! zero pages), so the kernel's zeroing is the only write before ours; it cannot be avoided for fresh memory
-//! and alone costs about 1-1.4 I/O floors.
+//! by parsing. perf on `LOAD_BENCH_PROFILE` (2026-11-24, with the f32 volume of sessions 1-6): the kernel
+//! zeroing the fresh 63 MB volume on first touch 36% of the load, copying the 31 MB of file bytes out of
+//! the page cache 28%, the HU conversion and its writes 18%, the header scan, opens and the rest below 20%.
+//! So the path moves each byte as few times as possible: the volume stores i16 HU (`crate::volume` says
+//! why), the size of the stored samples, so each single-frame 16-bit file's samples are read from the page
+//! cache straight into their own slice of the volume and rescaled there in place (`dicom::direct`; one copy
+//! of the samples, no per-file buffer; `dicom::decode::native_file_fast_path` also says why a memory map was
+//! measured and not kept), into memory the kernel hands out in huge pages (`dicom::buffer`). The header scan
+//! stops dicom-rs at PixelData with `read_until` (ending on end of input made it capture a backtrace per
+//! file). The volume is not zero-filled by us (`alloc_zeroed` maps untouched zero pages), so the kernel's
+//! zeroing, now of 31 MB, is the only write before ours.
 //!
-//! **Storage, f32 against i16.** f32 is kept (see `crate::volume` for why every stage wants it). Its price
-//! at load time, measured by the benchmark's i16 sketch (the same scan, plan, read and length walk writing
-//! i16): see DEVELOPERS.md "load"; i16 halves the zeroing and the writes, but changing `CtVolume` would
-//! touch the 24 files that use it and put a conversion into every stage, which the load time does not pay
-//! for. `cargo bench --bench load` prints the floor, the load, the zeroing, the header scan, map + read and
-//! the i16 sketch side by side.
+//! `cargo bench --bench load` prints the floor, the load, the zeroing, the header scan and map + read side
+//! by side; numbers in DEVELOPERS.md "load".
 
 pub mod dicom;
 pub mod nifti;

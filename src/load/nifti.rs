@@ -1,4 +1,4 @@
-//! NIfTI-1 reader (`.nii`, `.nii.gz`): any scalar datatype, scl_slope/scl_inter applied, to `f32` HU.
+//! NIfTI-1 reader (`.nii`, `.nii.gz`): any scalar datatype, scl_slope/scl_inter applied, to `i16` HU (rounded).
 //!
 //! Geometry comes from the sform when `sform_code > 0`, else from the qform when `qform_code > 0`
 //! (both RAS, converted to LPS by [`Geometry::from_nifti_ras_affine`]); a file with neither gets the
@@ -7,14 +7,14 @@
 //! TotalSegmentator, 3D Slicer); a file that is not CT will fail later checks on its HU range.
 
 use super::{LoadError, Scan, SeriesInfo};
-use crate::volume::{Geometry, Volume};
+use crate::volume::{hu_i16, Geometry, Volume};
 use ndarray::{Array3, Axis, Ix3, Ix4};
 use nifti::{InMemNiftiObject, IntoNdArray, NiftiHeader, NiftiObject, NiftiType};
 use sha2::{Digest, Sha256};
 use std::io::{BufRead, Read};
 use std::path::Path;
 
-/// Voxel-count ceiling: 512 x 512 x 2048 (a whole-body thin-slice CT) is 2 GiB of `f32`; beyond that the
+/// Voxel-count ceiling: 512 x 512 x 2048 (a whole-body thin-slice CT) is 1 GiB of `i16` (2 GiB as f32 on the way); beyond that the
 /// file is almost certainly not one CT series (or its header is damaged).
 const MAX_VOXELS: usize = 512 * 512 * 2048;
 /// Per-axis ceiling for in-plane and slice counts.
@@ -90,15 +90,16 @@ pub fn load_nifti(path: &Path) -> Result<Scan, LoadError> {
     };
     let data: Array3<f32> = data.reversed_axes();
     debug_assert!(data.is_standard_layout());
+    if data.iter().any(|v| !v.is_finite()) {
+        warnings.push("NIfTI volume contains NaN or infinite values (stored as 0 / saturated)".into());
+    }
+    let data: Array3<i16> = data.mapv(hu_i16);
     if data.shape() != [shape_ijk[2], shape_ijk[1], shape_ijk[0]] {
         return Err(err(format!(
             "voxel array shape {:?} disagrees with header {:?}",
             data.shape(),
             shape_ijk
         )));
-    }
-    if data.iter().any(|v| !v.is_finite()) {
-        warnings.push("NIfTI volume contains NaN or infinite values".into());
     }
 
     let file_name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();

@@ -89,7 +89,7 @@ impl Acquired {
         let mut lid = Vec::with_capacity(len);
         let mut tis = Vec::with_capacity(len);
         for (a, b, c, d, e) in per_slice {
-            ct.extend(a);
+            ct.extend(a.into_iter().map(crate::volume::hu_i16));
             lab.extend(b);
             ana.extend(c);
             lid.extend(d);

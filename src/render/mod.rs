@@ -14,7 +14,7 @@
 
 pub mod text;
 
-use crate::volume::{Geometry, Lps, Vec3, Volume};
+use crate::volume::{CtVolume, Geometry, Lps, Vec3, Volume};
 use image::{Rgb, RgbImage};
 use ndarray::Array2;
 
@@ -173,16 +173,16 @@ pub fn label_colour(code: u8) -> Rgb<u8> {
 }
 
 /// Grey CT picture of a view.
-pub fn ct_image(ct: &Volume<f32>, view: &View, window: Window) -> RgbImage {
-    grey_image(&resample(ct, view, -1024.0), window)
+pub fn ct_image(ct: &CtVolume, view: &View, window: Window) -> RgbImage {
+    grey_image(&resample(ct, view, -1024), window)
 }
 
 /// Grey picture of HU values already sampled onto a view (`[row, column]`).
-pub fn grey_image(hu: &Array2<f32>, window: Window) -> RgbImage {
+pub fn grey_image<T: Copy + Into<f32>>(hu: &Array2<T>, window: Window) -> RgbImage {
     let (h, w) = hu.dim();
     let mut raw = Vec::with_capacity(w * h * 3);
     for v in hu.iter() {
-        let g = window.gray(*v);
+        let g = window.gray((*v).into());
         raw.extend_from_slice(&[g, g, g]);
     }
     RgbImage::from_raw(w as u32, h as u32, raw).unwrap_or_else(|| RgbImage::new(w as u32, h as u32))
@@ -214,7 +214,7 @@ pub fn outline_sampled_labels(img: &mut RgbImage, lab: &Array2<u8>, only: Option
 }
 
 /// CT in `window` with every label of `labels` outlined in its colour: the picture most outputs want.
-pub fn overlay(ct: &Volume<f32>, labels: &Volume<u8>, view: &View, window: Window) -> RgbImage {
+pub fn overlay(ct: &CtVolume, labels: &Volume<u8>, view: &View, window: Window) -> RgbImage {
     let mut img = ct_image(ct, view, window);
     outline_labels(&mut img, labels, view, None);
     img

@@ -1,12 +1,14 @@
 //! Volumes: voxel arrays on a patient geometry.
 //!
-//! CT intensities are stored as `f32` Hounsfield units. Measured on this project's 512 x 512 x 60 benchmark
-//! series (see `benches/` and DEVELOPERS.md): `f32` costs 4 bytes a voxel (63 MB) against 2 for `i16` (31 MB),
-//! both far below the machine's memory, while every later stage (registration, partial-volume phantoms,
-//! thresholds, model patches) computes in floating point. Storing `i16` would force a conversion at every
-//! stage and would round non-integer rescale slopes and lossy decodes; storing `f32` converts once, at load.
-//! Load speed is the one place `i16` wins: the i16 sketch in `benches/load.rs` loads the uncompressed series in
-//! about 0.55-0.7x the f32 time (half the fresh memory to zero and write); see DEVELOPERS.md "load".
+//! CT intensities are stored as `i16` Hounsfield units, as scanners store them: 2 bytes a voxel (31 MB for
+//! a 512 x 512 x 60 series) against 4 for `f32`. Measured on that series (`cargo bench --bench load`,
+//! DEVELOPERS.md "load"): with `f32` the kernel's zeroing of the fresh volume alone cost 1.6-2.3 times
+//! reading the files, and the load sat at 4.3-6x that I/O floor; 16-bit samples now land in the volume
+//! in their final size and are rescaled in place. The stages compute in `f32` on the values they read
+//! (`f32::from`), which is exact for every `i16`. What `i16` gives up: a fractional rescale slope or
+//! intercept, a lossy decode and a partial-volume phantom are rounded to the nearest HU (half a HU, far
+//! below CT noise), and values beyond -32768..32767 HU saturate (metal beyond that is beyond any
+//! threshold here).
 //! Label volumes are `u8` with the codes of the report spec.
 
 pub mod geometry;
@@ -25,7 +27,15 @@ pub struct Volume<T> {
 }
 
 /// CT intensities in Hounsfield units.
-pub type CtVolume = Volume<f32>;
+pub type CtVolume = Volume<i16>;
+
+/// Hounsfield units rounded to the nearest integer and saturated to the `i16` range: how computed
+/// intensities (rescales, interpolation, phantoms) are stored in a [`CtVolume`].
+#[inline]
+pub fn hu_i16(hu: f32) -> i16 {
+    // `as` saturates and maps NaN to 0.
+    hu.round() as i16
+}
 /// Label map with the codes of [`labels`].
 pub type LabelVolume = Volume<u8>;
 /// Binary mask (true = inside).
@@ -61,6 +71,23 @@ impl<T: Sync> Volume<T> {
                 found
             })
             .reduce(|| None, merge)
+    }
+}
+
+impl CtVolume {
+    /// A CT volume from computed HU (phantoms, tests), each rounded and saturated by [`hu_i16`].
+    pub fn from_hu(hu: &Array3<f32>, geometry: Geometry) -> CtVolume {
+        Volume::new(hu.mapv(hu_i16), geometry)
+    }
+
+    /// HU at a voxel, if it is inside the volume.
+    pub fn hu(&self, v: [usize; 3]) -> Option<f32> {
+        self.data.get(v).map(|h| f32::from(*h))
+    }
+
+    /// HU at the voxel nearest to an LPS point, if it is inside the volume.
+    pub fn hu_at_lps(&self, p: Lps) -> Option<f32> {
+        self.at_lps(p).map(|h| f32::from(*h))
     }
 }
 

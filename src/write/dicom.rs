@@ -96,7 +96,7 @@ pub fn write_ct_series(vol: &CtVolume, meta: &CtSeriesMeta, dir: &Path) -> Resul
     let (row_dir, col_dir) = (g.axes[2], g.axes[1]);
     check_geometry(g.axes)?;
     let normal = row_dir.cross(col_dir);
-    let px = pixel_encoding(vol)?;
+    let px = pixel_encoding(vol);
 
     std::fs::create_dir_all(dir).map_err(|e| WriteError::io(dir, e))?;
     refuse_stale_slices(dir, nk)?;
@@ -107,12 +107,7 @@ pub fn write_ct_series(vol: &CtVolume, meta: &CtSeriesMeta, dir: &Path) -> Resul
         let ipp = g.index_to_lps([k as f64, 0.0, 0.0]);
         let slice_location = Vec3(ipp.0).dot(normal);
         let sop_uid = new_uid(&format!("{}/slice/{k}", meta.series_instance_uid));
-        let pixels: Vec<i16> = vol
-            .data
-            .index_axis(ndarray::Axis(0), k)
-            .iter()
-            .map(|&v| (v.round() as f64 - px.intercept) as i16)
-            .collect();
+        let pixels: Vec<i16> = vol.data.index_axis(ndarray::Axis(0), k).iter().copied().collect();
 
         let mut obj = InMemDicomObject::from_element_iter(common.iter().cloned());
         obj.put(DataElement::new(tags::SOP_INSTANCE_UID, VR::UI, sop_uid.as_str()));
@@ -167,32 +162,15 @@ const IMPLEMENTATION_VERSION_NAME: &str = "CEMENTLEAK01";
 
 /// How HU map to stored int16 values.
 struct PixelEncoding {
-    intercept: f64,
     bits_stored: u16,
 }
 
-fn pixel_encoding(vol: &CtVolume) -> Result<PixelEncoding, WriteError> {
-    let (mut lo, mut hi) = (f64::INFINITY, f64::NEG_INFINITY);
-    for &v in vol.data.iter() {
-        if !v.is_finite() {
-            return Err(WriteError::Values("volume contains NaN or infinite HU".into()));
-        }
-        let r = v.round() as f64;
-        lo = lo.min(r);
-        hi = hi.max(r);
-    }
-    let (i16min, i16max) = (i16::MIN as f64, i16::MAX as f64);
-    let intercept = if lo >= i16min && hi <= i16max {
-        0.0
-    } else if hi - lo <= i16max - i16min {
-        lo - i16min
-    } else {
-        return Err(WriteError::Values(format!("HU range {lo}..{hi} is wider than 16 bits")));
-    };
-    let (slo, shi) = (lo - intercept, hi - intercept);
+/// The volume's i16 HU are stored as they are (RescaleIntercept 0, slope 1).
+fn pixel_encoding(vol: &CtVolume) -> PixelEncoding {
+    let (lo, hi) = vol.data.iter().fold((i16::MAX, i16::MIN), |(l, h), &v| (l.min(v), h.max(v)));
     // 12 bits (-2048..2047) covers ordinary CT; metal and dense cement need the full 16.
-    let bits_stored = if slo >= -2048.0 && shi <= 2047.0 { 12 } else { 16 };
-    Ok(PixelEncoding { intercept, bits_stored })
+    let bits_stored = if lo >= -2048 && hi <= 2047 { 12 } else { 16 };
+    PixelEncoding { bits_stored }
 }
 
 fn check_geometry(axes: [Vec3; 3]) -> Result<(), WriteError> {
@@ -332,7 +310,7 @@ fn common_elements(
         us(tags::HIGH_BIT, px.bits_stored - 1),
         us(tags::PIXEL_REPRESENTATION, 1),
         ds_multi(tags::KVP, &[m.kvp]),
-        ds_multi(tags::RESCALE_INTERCEPT, &[px.intercept]),
+        ds_multi(tags::RESCALE_INTERCEPT, &[0.0]),
         ds_multi(tags::RESCALE_SLOPE, &[1.0]),
         s(tags::RESCALE_TYPE, VR::LO, "HU"),
         // VOI LUT: bone window, where cement and its leaks are read.

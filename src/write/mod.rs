@@ -3,7 +3,7 @@
 //! - [`dicom::write_ct_series`]`(&CtVolume, &CtSeriesMeta, dir) -> Vec<PathBuf>`: CT Image Storage, one file
 //!   per slice (`CT00001.dcm`...), explicit VR little endian, int16 HU; [`dicom::CtSeriesMeta::synthetic`]
 //!   fills every field from a seed; [`dicom::new_uid`] makes deterministic `2.25.` UIDs.
-//! - [`nifti::write_labels_nifti`]`(&Volume<u8>, path)` and [`nifti::write_ct_nifti`]`(&Volume<f32>, path)`:
+//! - [`nifti::write_labels_nifti`]`(&Volume<u8>, path)` and [`nifti::write_ct_nifti`]`(&CtVolume, path)`:
 //!   `.nii.gz` (or `.nii`) with identical RAS sform and qform (code 1, scanner), pixdim = spacing, mm.
 //!
 //! Both writers are deterministic (same input, byte-identical output) and write through a temporary file

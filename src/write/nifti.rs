@@ -1,4 +1,4 @@
-//! NIfTI-1 writer for label maps (`u8`) and CT volumes (`f32` HU), as `.nii.gz` (or `.nii`).
+//! NIfTI-1 writer for label maps (`u8`) and CT volumes (`i16` HU), as `.nii.gz` (or `.nii`).
 //!
 //! The header carries the same RAS affine twice: in the sform (exact, `sform_code` 1 = scanner) and in the
 //! qform (quaternion, `qform_code` 1), because some readers only look at one of them. pixdim holds the
@@ -7,7 +7,7 @@
 
 use super::WriteError;
 use crate::load::nifti::qform::store_qform;
-use crate::volume::Volume;
+use crate::volume::{CtVolume, Volume};
 use ndarray::ArrayView3;
 use nifti::writer::WriterOptions;
 use nifti::{NiftiHeader, NiftiType};
@@ -23,9 +23,9 @@ pub fn write_labels_nifti(vol: &Volume<u8>, path: &Path) -> Result<(), WriteErro
     write_volume(vol, path, "cementleak labels", |w, a| w.write_nifti_with_type(&a, NiftiType::Uint8))
 }
 
-/// Write CT intensities in HU (NIfTI datatype float32, scl_slope 1, scl_inter 0).
-pub fn write_ct_nifti(vol: &Volume<f32>, path: &Path) -> Result<(), WriteError> {
-    write_volume(vol, path, "cementleak CT HU", |w, a| w.write_nifti_with_type(&a, NiftiType::Float32))
+/// Write CT intensities in HU (NIfTI datatype int16, scl_slope 1, scl_inter 0).
+pub fn write_ct_nifti(vol: &CtVolume, path: &Path) -> Result<(), WriteError> {
+    write_volume(vol, path, "cementleak CT HU", |w, a| w.write_nifti_with_type(&a, NiftiType::Int16))
 }
 
 /// The header the writers use for a volume on `geometry` (dimensions and datatype are filled by the nifti

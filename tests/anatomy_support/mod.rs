@@ -7,22 +7,22 @@ use ndarray::Array3;
 use std::path::Path;
 
 /// A NIfTI file (CT or label map) as a volume with LPS geometry.
-pub fn read_nifti(path: &Path) -> Volume<f32> {
+pub fn read_nifti(path: &Path) -> Volume<i16> {
     load_scan(path, &LoadOptions::default()).expect("readable NIfTI").volume
 }
 
 /// A DICOM series folder as an HU volume with LPS geometry.
-pub fn read_dicom_series(dir: &Path) -> Volume<f32> {
+pub fn read_dicom_series(dir: &Path) -> Volume<i16> {
     load_scan(dir, &LoadOptions::default()).expect("readable DICOM series").volume
 }
 
 /// `src` labels resampled onto `grid`'s voxels by LPS position (nearest neighbour).
-pub fn labels_on_grid(src: &Volume<f32>, grid: &Geometry, shape: [usize; 3]) -> Array3<u8> {
+pub fn labels_on_grid(src: &Volume<i16>, grid: &Geometry, shape: [usize; 3]) -> Array3<u8> {
     let mut out = Array3::<u8>::zeros(shape);
     for ((z, y, x), o) in out.indexed_iter_mut() {
         let p = grid.voxel_to_lps([z, y, x]);
         if let Some(&v) = src.at_lps(p) {
-            *o = v.round().clamp(0.0, 255.0) as u8;
+            *o = v.clamp(0, 255) as u8;
         }
     }
     out

@@ -355,7 +355,7 @@ pub fn render(
     }
     let leak_centroid = leak_w.iter().zip(&leak_ml).map(|(w, m)| Lps(w.map(|v| v / m.max(1e-12)))).collect();
     Rendered {
-        ct: Volume::new(data, geometry),
+        ct: CtVolume::from_hu(&data, geometry),
         body: Volume::new(body, geometry),
         truth: Truth { intravertebral_ml: int_ml, leak_ml, leak_centroid },
     }

@@ -3,7 +3,7 @@
 //! a second implementation and these tests pass before the project's DICOM loader exists.
 #![allow(dead_code)]
 
-use cementleak::volume::{CtVolume, Geometry, Lps, Spacing, Vec3, Volume};
+use cementleak::volume::{hu_i16, CtVolume, Geometry, Lps, Spacing, Vec3, Volume};
 use dicom_dictionary_std::tags;
 use dicom_object::{open_file, DefaultDicomObject};
 use dicom_pixeldata::PixelDecoder;
@@ -53,13 +53,13 @@ pub fn read_series_direct(dir: &Path) -> DirectSeries {
     };
     let rows = objs[0].element(tags::ROWS).expect("rows").to_int::<usize>().expect("int");
     let cols = objs[0].element(tags::COLUMNS).expect("cols").to_int::<usize>().expect("int");
-    let mut data = Array3::<f32>::zeros((objs.len(), rows, cols));
+    let mut data = Array3::<i16>::zeros((objs.len(), rows, cols));
     for (k, o) in objs.iter().enumerate() {
         // Every slice sits on the same line through the first one, at the expected distance.
         let d = pos(o) - origin;
         assert!((d - normal * (k as f64 * slice_spacing)).norm() < 1e-3, "slice {k} off the stack line");
         let px = o.decode_pixel_data().expect("decode").to_ndarray::<f32>().expect("ndarray");
-        data.slice_mut(s![k, .., ..]).assign(&px.slice(s![0, .., .., 0]));
+        data.slice_mut(s![k, .., ..]).assign(&px.slice(s![0, .., .., 0]).mapv(hu_i16));
     }
     let patient_position = string(&objs[0], tags::PATIENT_POSITION);
     DirectSeries { volume: Volume::new(data, geometry), patient_position, objects: objs }

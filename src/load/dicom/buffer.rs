@@ -12,16 +12,16 @@ use ndarray::Array3;
 const HUGE_PAGE_MIN: usize = 4 << 20;
 
 /// A zero-filled `(slices, rows, cols)` volume.
-pub fn zeroed_volume(shape: (usize, usize, usize)) -> Array3<f32> {
+pub fn zeroed_volume(shape: (usize, usize, usize)) -> Array3<i16> {
     let n = shape.0 * shape.1 * shape.2;
-    let v = vec![0f32; n];
+    let v = vec![0i16; n];
     advise_huge_pages(&v);
     // The length is the product of the shape, so this cannot fail; fall back to zeros() rather than unwrap.
     Array3::from_shape_vec(shape, v).unwrap_or_else(|_| Array3::zeros(shape))
 }
 
 #[cfg(target_os = "linux")]
-fn advise_huge_pages(v: &[f32]) {
+fn advise_huge_pages(v: &[i16]) {
     const PAGE: usize = 4096;
     let bytes = std::mem::size_of_val(v);
     if bytes < HUGE_PAGE_MIN {
@@ -43,7 +43,7 @@ fn advise_huge_pages(v: &[f32]) {
 }
 
 #[cfg(not(target_os = "linux"))]
-fn advise_huge_pages(_: &[f32]) {}
+fn advise_huge_pages(_: &[i16]) {}
 
 #[cfg(test)]
 mod tests {
@@ -54,7 +54,7 @@ mod tests {
         for shape in [(0, 0, 0), (1, 2, 3), (3, 512, 512)] {
             let a = zeroed_volume(shape);
             assert_eq!(a.dim(), shape);
-            assert!(a.iter().all(|&x| x == 0.0));
+            assert!(a.iter().all(|&x| x == 0));
             assert!(a.is_standard_layout());
         }
     }

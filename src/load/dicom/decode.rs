@@ -31,7 +31,7 @@ use std::cell::RefCell;
 use std::io::Read;
 
 /// HU written for padded voxels: air.
-pub const PADDING_HU: f32 = -1024.0;
+pub const PADDING_HU: i16 = -1024;
 
 /// Encapsulated encodings decoded here, frame by frame, instead of by dicom-pixeldata.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -95,7 +95,7 @@ pub struct Target<'a> {
     pub frame: u32,
     pub slope: f64,
     pub intercept: f64,
-    pub out: ArrayViewMut2<'a, f32>,
+    pub out: ArrayViewMut2<'a, i16>,
 }
 
 /// Decode `obj` (the full file of header `h`) and write the requested frames, in HU, into their targets.
@@ -347,108 +347,123 @@ impl Convert {
         }
     }
 
-    pub fn frame(&self, bytes: &[u8], slope: f64, intercept: f64, out: &mut ArrayViewMut2<'_, f32>) {
+    pub fn frame(&self, bytes: &[u8], slope: f64, intercept: f64, out: &mut ArrayViewMut2<'_, i16>) {
         match out.as_slice_mut() {
             Some(o) => self.frame_slice(bytes, slope, intercept, o),
             None => {
-                let mut tmp = vec![0f32; out.len()];
+                let mut tmp = vec![0i16; out.len()];
                 self.frame_slice(bytes, slope, intercept, &mut tmp);
                 out.iter_mut().zip(tmp).for_each(|(o, v)| *o = v);
             }
         }
     }
 
-    /// Hot loop of the loader: 16-bit samples get a branch-light path; f32 arithmetic is used only when
-    /// slope and intercept are integers (then it is exact for every 16-bit value), else f64.
-    fn frame_slice(&self, bytes: &[u8], slope: f64, intercept: f64, out: &mut [f32]) {
+    /// Hot loop of the loader: 16-bit samples with an integer rescale (every CT series we have seen) are
+    /// rescaled in i32, exactly, then saturated to i16; anything else goes through f64 and is rounded to
+    /// the nearest HU.
+    fn frame_slice(&self, bytes: &[u8], slope: f64, intercept: f64, out: &mut [i16]) {
         let (lo, hi) = self.padding.unwrap_or((i64::MAX, i64::MIN));
-        let exact_f32 = slope.fract() == 0.0
-            && intercept.fract() == 0.0
-            && slope.abs() <= 128.0
-            && intercept.abs() < (1 << 23) as f64;
         if self.width == 2 && self.bits_stored <= 16 {
             let bs = self.bits_stored;
             let shift = 32 - bs;
-            let mask = if bs >= 32 { u32::MAX } else { (1u32 << bs) - 1 };
-            let signed = self.signed;
-            let (lo, hi) = (
-                lo.clamp(i32::MIN as i64, i32::MAX as i64) as i32,
-                hi.clamp(i32::MIN as i64, i32::MAX as i64) as i32,
-            );
-            let value = |raw: u16| -> i32 {
-                let raw = raw as u32;
-                if signed {
-                    ((raw << shift) as i32) >> shift
-                } else {
-                    (raw & mask) as i32
-                }
-            };
-            if exact_f32 {
-                let (s, b) = (slope as f32, intercept as f32);
-                let scalar = |raw| {
-                    let v = value(raw);
-                    // Both sides computed so the compiler can use a blend instead of a branch.
-                    let hu = v as f32 * s + b;
-                    if (v >= lo) & (v <= hi) {
-                        PADDING_HU
-                    } else {
-                        hu
-                    }
-                };
-                let p = super::stream::Rescale16 {
-                    signed,
-                    shift,
-                    mask,
-                    lo,
-                    hi,
-                    slope: s,
-                    intercept: b,
-                    padding_hu: PADDING_HU,
-                };
-                if !super::stream::convert(bytes, out, &p, scalar) {
-                    map_u16(bytes, out, scalar);
-                }
+            let mask = (1u32 << bs) - 1;
+            let pad = self.padding.map(|(lo, hi)| {
+                (
+                    lo.clamp(i32::MIN as i64, i32::MAX as i64) as i32,
+                    hi.clamp(i32::MIN as i64, i32::MAX as i64) as i32,
+                )
+            });
+            // One monomorphic loop per sign: the compiler vectorises each.
+            if self.signed {
+                rescale16(
+                    bytes,
+                    out,
+                    |raw| ((u32::from(raw) << shift) as i32) >> shift,
+                    pad,
+                    slope,
+                    intercept,
+                );
             } else {
-                map_u16(bytes, out, |raw| {
-                    let v = value(raw);
-                    if v >= lo && v <= hi {
-                        PADDING_HU
-                    } else {
-                        (slope * v as f64 + intercept) as f32
-                    }
-                });
+                rescale16(bytes, out, |raw| (u32::from(raw) & mask) as i32, pad, slope, intercept);
             }
             return;
         }
         for (o, b) in out.iter_mut().zip(bytes.chunks_exact(self.width)) {
             let v = self.value(b);
-            *o = if v >= lo && v <= hi { PADDING_HU } else { (slope * v as f64 + intercept) as f32 };
+            *o = if v >= lo && v <= hi { PADDING_HU } else { rescale_f64(v, slope, intercept) };
         }
     }
 
-    /// Convert one frame in place: `out` is the frame's output, n voxels, and its bytes `[2n, 4n)` hold the
-    /// frame's n little-endian 16-bit samples (as read from the file). Writes each voxel's HU, the same
-    /// values `frame_slice` writes. Returns `false`, changing nothing, when this is not a 16-bit conversion.
+    /// Convert one frame in place: `out` is the frame's output, n voxels, and its bytes hold the frame's n
+    /// little-endian 16-bit samples (as read from the file), each where its voxel goes. Writes each voxel's
+    /// HU, the same values `frame_slice` writes. Returns `false`, changing nothing, when this is not a
+    /// 16-bit conversion.
     ///
-    /// Front to back, a step at a time: a step copies the next samples to the stack, then writes their
-    /// voxels. Writing voxels `[i, i + m)` (bytes `[4i, 4i + 4m)`) overwrites no sample not yet copied (those
-    /// start at byte `2n + 2i + 2m`), since `i + m <= n`. The overlap is handled by the copy; no unsafe code.
-    pub fn frame_in_place(&self, out: &mut [f32], slope: f64, intercept: f64) -> bool {
+    /// A step at a time: a step copies the next samples to the stack (inside L1), then writes their voxels.
+    pub fn frame_in_place(&self, out: &mut [i16], slope: f64, intercept: f64) -> bool {
         if self.width != 2 || self.bits_stored > 16 {
             return false;
         }
-        let n = out.len();
         let mut tmp = [0u8; 2 * IN_PLACE_STEP];
-        let mut i = 0;
-        while i < n {
-            let m = IN_PLACE_STEP.min(n - i);
-            let bytes: &[u8] = bytemuck::cast_slice(out);
-            tmp[..2 * m].copy_from_slice(&bytes[2 * (n + i)..2 * (n + i + m)]);
-            self.frame_slice(&tmp[..2 * m], slope, intercept, &mut out[i..i + m]);
-            i += m;
+        for chunk in out.chunks_mut(IN_PLACE_STEP) {
+            let m = chunk.len();
+            tmp[..2 * m].copy_from_slice(bytemuck::cast_slice(chunk));
+            self.frame_slice(&tmp[..2 * m], slope, intercept, chunk);
         }
         true
     }
+}
+
+/// The 16-bit samples of `bytes` to HU in `out`: `value` reads one stored value (masked, sign-extended),
+/// `pad` is the inclusive range of padding values. Integer rescales run in i32 (|value| < 2^16, so the
+/// bounds below keep `value * slope + intercept` inside i32).
+#[inline(always)]
+fn rescale16(
+    bytes: &[u8],
+    out: &mut [i16],
+    value: impl Fn(u16) -> i32 + Copy,
+    pad: Option<(i32, i32)>,
+    slope: f64,
+    intercept: f64,
+) {
+    let integer = slope.fract() == 0.0
+        && intercept.fract() == 0.0
+        && slope.abs() <= 16384.0
+        && intercept.abs() <= (1 << 30) as f64;
+    let (s, b) = (slope as i32, intercept as i32);
+    match (integer, pad) {
+        (true, None) if s == 1 => map_u16(bytes, out, |raw| saturate(value(raw) + b)),
+        (true, None) => map_u16(bytes, out, |raw| saturate(value(raw) * s + b)),
+        (true, Some((lo, hi))) => map_u16(bytes, out, |raw| {
+            let v = value(raw);
+            // Both sides computed so the compiler can use a blend instead of a branch.
+            let hu = saturate(v * s + b);
+            if (v >= lo) & (v <= hi) {
+                PADDING_HU
+            } else {
+                hu
+            }
+        }),
+        (false, pad) => map_u16(bytes, out, |raw| {
+            let v = value(raw);
+            match pad {
+                Some((lo, hi)) if v >= lo && v <= hi => PADDING_HU,
+                _ => rescale_f64(i64::from(v), slope, intercept),
+            }
+        }),
+    }
+}
+
+/// A non-integer rescale, rounded to the nearest HU and saturated (`as` saturates).
+#[inline]
+fn rescale_f64(v: i64, slope: f64, intercept: f64) -> i16 {
+    (slope * v as f64 + intercept).round() as i16
+}
+
+/// HU computed in i32, saturated to the stored range.
+#[inline(always)]
+fn saturate(hu: i32) -> i16 {
+    hu.clamp(i16::MIN as i32, i16::MAX as i32) as i16
 }
 
 /// Samples converted per step of `Convert::frame_in_place`: 8 KiB of them on the stack, inside L1.
@@ -457,14 +472,14 @@ const IN_PLACE_STEP: usize = 4096;
 /// Apply `f` to each native-endian 16-bit sample of `bytes`, writing `out`. Samples are taken 8 at a time
 /// from fixed-size blocks so the compiler loads them with one vector load instead of byte by byte.
 #[inline(always)]
-fn map_u16(bytes: &[u8], out: &mut [f32], f: impl Fn(u16) -> f32) {
+fn map_u16(bytes: &[u8], out: &mut [i16], f: impl Fn(u16) -> i16) {
     let bytes = &bytes[..bytes.len().min(2 * out.len())];
     let blocks = bytes.chunks_exact(16);
     let tail = blocks.remainder();
     let mut out_blocks = out.chunks_exact_mut(8);
     for (o, b) in (&mut out_blocks).zip(blocks) {
         // Fixed-size views: the lengths are known, so no bounds checks in the inner loop.
-        let (Ok(o), Ok(b)) = (<&mut [f32; 8]>::try_from(o), <&[u8; 16]>::try_from(b)) else { continue };
+        let (Ok(o), Ok(b)) = (<&mut [i16; 8]>::try_from(o), <&[u8; 16]>::try_from(b)) else { continue };
         for k in 0..8 {
             o[k] = f(u16::from_ne_bytes([b[2 * k], b[2 * k + 1]]));
         }
@@ -479,8 +494,8 @@ fn map_u16(bytes: &[u8], out: &mut [f32], f: impl Fn(u16) -> f32) {
 mod tests {
     use super::*;
 
-    /// In place (samples in the upper half of the output's own bytes) against `frame_slice` from a separate
-    /// buffer: bit-identical, for lengths around the step size (odd ones too), signed and unsigned, partial
+    /// In place (samples in the output's own bytes) against `frame_slice` from a separate buffer:
+    /// identical, for lengths around the step size (odd ones too), signed and unsigned, partial
     /// BitsStored, padding, integer and fractional rescale.
     #[test]
     fn in_place_conversion_matches_frame_slice() {
@@ -489,16 +504,15 @@ mod tests {
             let bytes: Vec<u8> = raw.iter().flat_map(|v| v.to_le_bytes()).collect();
             for (bits_stored, signed) in [(16, true), (16, false), (12, true), (12, false)] {
                 for padding in [None, Some((-2000, -1500)), Some((100, 3000))] {
-                    for (slope, intercept) in [(1.0, -1024.0), (0.5, -1000.25)] {
+                    for (slope, intercept) in [(1.0, -1024.0), (2.0, -1000.0), (0.5, -1000.25)] {
                         let c = Convert { width: 2, bits_stored, signed, padding };
-                        let mut want = vec![f32::NAN; n];
+                        let mut want = vec![i16::MIN; n];
                         c.frame_slice(&bytes, slope, intercept, &mut want);
-                        let mut got = vec![f32::NAN; n];
-                        bytemuck::cast_slice_mut::<f32, u8>(&mut got)[2 * n..].copy_from_slice(&bytes);
+                        let mut got = vec![i16::MIN; n];
+                        bytemuck::cast_slice_mut::<i16, u8>(&mut got).copy_from_slice(&bytes);
                         assert!(c.frame_in_place(&mut got, slope, intercept));
-                        let same = got.iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits());
-                        assert!(
-                            same,
+                        assert_eq!(
+                            got, want,
                             "n={n} bs={bits_stored} signed={signed} {padding:?} {slope} {intercept}"
                         );
                     }
@@ -506,13 +520,14 @@ mod tests {
             }
         }
         let c = Convert { width: 1, bits_stored: 8, signed: false, padding: None };
-        let mut v = vec![1.0f32; 4];
+        let mut v = vec![1i16; 4];
         assert!(!c.frame_in_place(&mut v, 1.0, 0.0), "8-bit samples are not converted in place");
-        assert_eq!(v, vec![1.0; 4]);
+        assert_eq!(v, vec![1; 4]);
     }
 
-    /// The blocked 16-bit path against the per-sample reference, on lengths that are not multiples of the
-    /// block, signed and unsigned, partial BitsStored, padding, integer and fractional rescale.
+    /// The blocked 16-bit paths against the per-sample reference (f64 rescale, rounded, saturated), on
+    /// lengths that are not multiples of the block, signed and unsigned, partial BitsStored, padding,
+    /// integer slopes of 1 and more, a fractional rescale, and values that overflow i16.
     #[test]
     fn sixteen_bit_fast_path_matches_reference() {
         for n in [0usize, 1, 7, 8, 9, 17, 64, 67, 1000, 1003] {
@@ -520,27 +535,19 @@ mod tests {
             let bytes: Vec<u8> = raw.iter().flat_map(|v| v.to_ne_bytes()).collect();
             for (bits_stored, signed) in [(16, true), (16, false), (12, true), (12, false)] {
                 for padding in [None, Some((-2000, -1500)), Some((100, 3000))] {
-                    for (slope, intercept) in [(1.0, -1024.0), (0.5, -1000.25)] {
+                    for (slope, intercept) in [(1.0, -1024.0), (3.0, 20.0), (0.5, -1000.25)] {
                         let c = Convert { width: 2, bits_stored, signed, padding };
-                        // Output starting at each offset mod 16 bytes: the streaming path's unaligned head.
-                        for skip in 0..4 {
-                            let mut buf = vec![f32::NAN; n + skip];
-                            let out = &mut buf[skip..];
-                            c.frame_slice(&bytes, slope, intercept, out);
-                            let (lo, hi) = padding.unwrap_or((i64::MAX, i64::MIN));
-                            for (i, o) in out.iter().enumerate() {
-                                let v = c.value(&bytes[2 * i..2 * i + 2]);
-                                let want = if v >= lo && v <= hi {
-                                    PADDING_HU
-                                } else {
-                                    (slope * v as f64 + intercept) as f32
-                                };
-                                assert_eq!(
-                                    o.to_bits(),
-                                    want.to_bits(),
-                                    "n={n} skip={skip} i={i} bs={bits_stored} signed={signed} {padding:?}"
-                                );
-                            }
+                        let mut out = vec![i16::MIN; n];
+                        c.frame_slice(&bytes, slope, intercept, &mut out);
+                        let (lo, hi) = padding.unwrap_or((i64::MAX, i64::MIN));
+                        for (i, o) in out.iter().enumerate() {
+                            let v = c.value(&bytes[2 * i..2 * i + 2]);
+                            let want = if v >= lo && v <= hi {
+                                PADDING_HU
+                            } else {
+                                (slope * v as f64 + intercept).round().clamp(-32768.0, 32767.0) as i16
+                            };
+                            assert_eq!(*o, want, "n={n} i={i} bs={bits_stored} signed={signed} {padding:?}");
                         }
                     }
                 }

@@ -1,10 +1,9 @@
 //! Reading an uncompressed 16-bit frame straight into its slice of the volume.
 //!
-//! The frame's f32 slice is four bytes per voxel, its stored samples two: the file's sample bytes are read
-//! (`read`, from the page cache) into the upper half of the slice's own memory, then widened to HU front to
-//! back ([`super::decode::Convert::frame_in_place`]). Against reading the file into a buffer and converting
-//! from there, the sample bytes are copied once, not twice, and the copy lands in the lines that the
-//! widening writes next, so the output is written while it is still in the cache.
+//! The frame's i16 slice has the size of its stored 16-bit samples: the file's sample bytes are read (`read`,
+//! from the page cache) into the slice's own memory, then rescaled to HU there
+//! ([`super::decode::Convert::frame_in_place`]). Against reading the file into a buffer and converting from
+//! there, the sample bytes are copied once, not twice, and the rescale rewrites lines still in the cache.
 //!
 //! Applies to single-frame files of 16-bit samples in explicit or implicit VR little endian with PixelData of
 //! defined length, whose header lies in the first bytes read. Anything else gets its targets back and goes
@@ -59,8 +58,7 @@ pub fn read_frame<'a>(
     let Some(mut t) = targets.pop() else { return Ok(Some(targets)) };
     let (slope, intercept) = (t.slope, t.intercept);
     let Some(out) = t.out.as_slice_mut() else { return Ok(Some(vec![t])) };
-    let bytes = bytemuck::cast_slice_mut::<f32, u8>(out);
-    let dst = &mut bytes[needed..];
+    let dst = bytemuck::cast_slice_mut::<i16, u8>(out);
     let have = (prefix.len() - start).min(needed);
     dst[..have].copy_from_slice(&prefix[start..start + have]);
     file.read_exact(&mut dst[have..])

@@ -12,10 +12,10 @@
 //!    4096 rows/columns and 2^31 voxels.
 //! 3. [`order`]: sort along the slice normal, duplicate / spacing / tilt policy, volume [`Geometry`].
 //! 4. [`decode`]: files decoded in parallel (rayon), each written straight into its slice of the
-//!    preallocated f32 volume and dropped, so peak memory stays near the final volume plus one decoded file
+//!    preallocated i16 volume and dropped, so peak memory stays near the final volume plus one decoded file
 //!    per thread. Uncompressed single-frame 16-bit files are read straight into their slice of the volume and
-//!    widened there (`direct`), other uncompressed files into one reused buffer per thread; 16-bit samples
-//!    are converted with streaming stores (`stream`); see the crate's `load` module doc for why.
+//!    rescaled there (`direct`), other uncompressed files into one reused buffer per thread; see the crate's
+//!    `load` module doc for why.
 //!
 //! JPEG and JPEG-LS frames are decoded by libjpeg-turbo and CharLS, C/C++ libraries that `turbojpeg-sys` and
 //! `charls-sys` build from their bundled sources (cmake, C and C++ compilers: see `scripts/setup.sh`).
@@ -32,7 +32,6 @@ pub mod lenient;
 pub mod multiframe;
 pub mod order;
 pub mod scan;
-mod stream;
 mod turbo;
 
 use super::{LoadError, LoadOptions, Scan, SeriesInfo};
@@ -228,9 +227,9 @@ fn progress(n: usize) -> ProgressBar {
 
 /// Same-position slices are accepted only if their pixels are identical (a file copied twice).
 fn check_duplicates(files: &[FileHeader], plan: &order::Plan, open: &Opener) -> Result<(), LoadError> {
-    let frame_hu = |s: order::SliceRef| -> Result<Array2<f32>, LoadError> {
+    let frame_hu = |s: order::SliceRef| -> Result<Array2<i16>, LoadError> {
         let h = &files[s.file];
-        let mut a = Array2::<f32>::zeros((plan.rows, plan.cols));
+        let mut a = Array2::<i16>::zeros((plan.rows, plan.cols));
         // Compare raw rescaled values with the file's own rescale of that frame.
         let g = h.geometry.as_ref().map_err(|e| e.clone().into_load_error(&h.path))?;
         let fg = &g[s.frame as usize];

@@ -85,7 +85,7 @@ impl Insertion<'_> {
                         let p = g.voxel_to_lps([z, r, c]);
                         let q = sc.to_anat(m, p);
                         base[i] = if identity {
-                            self.real.data[[z, r, c]]
+                            f32::from(self.real.data[[z, r, c]])
                         } else {
                             let src = Lps([q[0] + offset[0], q[1] + offset[1], q[2] + offset[2]]);
                             trilinear(self.real, src).map(|v| v.round()).unwrap_or(HU_MIN)

@@ -59,8 +59,8 @@ pub struct Derived {
 }
 
 /// Nearest-neighbour integer label at an LPS point (0 outside).
-fn label_at(v: &Volume<f32>, p: Lps) -> i64 {
-    v.at_lps(p).map(|&l| l.round() as i64).unwrap_or(0)
+fn label_at(v: &Volume<i16>, p: Lps) -> i64 {
+    v.at_lps(p).map(|&l| i64::from(l)).unwrap_or(0)
 }
 
 /// Trilinear HU at an LPS point; `None` outside the volume.
@@ -92,7 +92,7 @@ pub fn trilinear(ct: &CtVolume, p: Lps) -> Option<f32> {
                     * (if d1 == 1 { w[1] } else { 1.0 - w[1] })
                     * (if d2 == 1 { w[2] } else { 1.0 - w[2] });
                 if wt != 0.0 {
-                    acc += wt * ct.data[idx];
+                    acc += wt * f32::from(ct.data[idx]);
                 }
             }
         }
@@ -107,13 +107,13 @@ struct Bounds {
     count: usize,
 }
 
-fn target_bounds(vert: &Volume<f32>, label: i64) -> Bounds {
+fn target_bounds(vert: &Volume<i16>, label: i64) -> Bounds {
     let mut lo = [f64::MAX; 3];
     let mut hi = [f64::MIN; 3];
     let mut sum = [0.0; 3];
     let mut count = 0usize;
     for (i, &v) in vert.data.indexed_iter() {
-        if v.round() as i64 != label {
+        if i64::from(v) != label {
             continue;
         }
         let p = vert.geometry.voxel_to_lps([i.0, i.1, i.2]);
@@ -131,8 +131,8 @@ fn target_bounds(vert: &Volume<f32>, label: i64) -> Bounds {
 /// Derives the fine model of the target vertebra. `body` is the optional body/disc mask volume.
 pub fn derive(
     ct: &CtVolume,
-    vert: &Volume<f32>,
-    body: Option<&Volume<f32>>,
+    vert: &Volume<i16>,
+    body: Option<&Volume<i16>>,
     spec: &HybridSpec,
 ) -> Result<Derived, PhantomError> {
     let target = spec.vertebra_label as i64;

@@ -4,7 +4,7 @@
 //! ```text
 //! pub struct HybridSpec { seed, vertebra_label, body_label (1), disc_label (2), cord_label (Some(79)),
 //!                         level, leak_sites, bilateral, thermocouple, steps, total_ml, motion, model_mm }
-//! pub struct HybridInputs { ct: Scan, vertebra: Volume<f32>, body: Option<Volume<f32>> }
+//! pub struct HybridInputs { ct: Scan, vertebra: Volume<i16>, body: Option<Volume<i16>> }
 //! pub fn generate_hybrid(&HybridInputs, &HybridSpec) -> Result<PhantomCase, PhantomError>
 //! ```
 //!
@@ -80,9 +80,9 @@ impl HybridSpec {
 pub struct HybridInputs {
     pub ct: Scan,
     /// Whole-vertebra labels (and optionally the cord).
-    pub vertebra: Volume<f32>,
+    pub vertebra: Volume<i16>,
     /// Optional vertebral bodies (and discs) mask.
-    pub body: Option<Volume<f32>>,
+    pub body: Option<Volume<i16>>,
 }
 
 /// Level of a TotalSegmentator vertebra code (27 = L5 ... 31 = L1, 32 = T12 ... 39 = T5).
