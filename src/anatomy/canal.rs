@@ -56,10 +56,27 @@ pub fn segment(f: &Fine, dense_hu: f32) -> Canal {
             let sh = sheet.index_axis(Axis(0), k);
             let is_bone = |v: f32| v >= dense_hu && v < CEMENT_HU;
             let ring = ndarray::Zip::from(&sl).and(&sh).map_collect(|&v, &w| is_bone(v) || is_bone(w));
-            let c = &close(&ring, f.px(RING_CLOSE_MM) as f32) | &close_across(&ring, f.px(WALL_GAP_MM));
-            let filled = fill_holes(&c);
-            let hole = ndarray::Zip::from(&filled).and(&c).map_collect(|&a, &b| a && !b);
-            let comp = component_at(&hole, seed, f.px(8.0));
+            let c0 = close(&ring, f.px(RING_CLOSE_MM) as f32);
+            let c = &c0 | &close_across(&ring, f.px(WALL_GAP_MM));
+            let hole_of = |c: &Array2<bool>| {
+                let filled = fill_holes(c);
+                ndarray::Zip::from(&filled).and(c).map_collect(|&a, &b| a && !b)
+            };
+            let comp = component_at(&hole_of(&c), seed, f.px(8.0));
+            // The sideways bridges that matter close the wall in front of the canal; any that fall inside the
+            // canal (its narrow back or corners) are given back: behind the canal's front, the hole of the
+            // ring closed the usual way is canal too.
+            let comp = if comp.iter().any(|&b| b) {
+                let front = extent(&comp, 0).0 as usize;
+                let behind = hole_of(&c0)
+                    .indexed_iter()
+                    .map(|((j, i), &h)| comp[(j, i)] || (h && j >= front))
+                    .collect::<Vec<bool>>();
+                let behind = Array2::from_shape_vec(comp.dim(), behind).unwrap_or(comp.clone());
+                component_at(&behind, seed, f.px(8.0))
+            } else {
+                comp
+            };
             let n = comp.iter().filter(|&&b| b).count() as f64 * px_area;
             // A hole deeper than any canal is the canal merged with a dark (lytic, osteoporotic) body
             // through a thin or breached posterior wall: that slice takes the canal's usual shape instead.
