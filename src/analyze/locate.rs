@@ -152,6 +152,7 @@ pub fn locate(inputs: &LocateInputs, params: &CementParams) -> Result<Location, 
             let r = resplit::resplit(
                 &mut findings,
                 &body_of(&anatomy),
+                Some(&anatomy.labels.mask_of(labels::CANAL)),
                 params.body_tolerance_mm,
                 params.min_leak_ml,
                 scan,

@@ -66,6 +66,7 @@ mod detect;
 mod grid;
 mod metal;
 mod morph;
+mod region;
 pub mod register;
 mod sample;
 
@@ -260,9 +261,12 @@ pub fn detect(inputs: &CementInputs, params: &CementParams) -> Result<CementFind
     let body = g.crop(inputs.body);
     // The canal grown by a partial-volume voxel: a leak's seed sits in its core, but the label's edge is
     // only as exact as the segmentation.
-    let guard = canal
-        .map(|c| morph::dilate(&g.crop(c), g.shape, g.radius_voxels(GUARD_MARGIN_MM, 1)))
-        .unwrap_or_default();
+    let canal_crop: Vec<bool> = canal.map(|c| g.crop(c)).unwrap_or_default();
+    let guard = if canal_crop.is_empty() {
+        Vec::new()
+    } else {
+        morph::dilate(&canal_crop, g.shape, g.radius_voxels(GUARD_MARGIN_MM, 1))
+    };
     let body_box = ([0, 1, 2].map(|a| blo[a] - lo[a]), [0, 1, 2].map(|a| bhi[a] - lo[a]));
 
     // Registration and resampling of the earlier scans onto the crop.
@@ -365,7 +369,9 @@ pub fn detect(inputs: &CementInputs, params: &CementParams) -> Result<CementFind
     let find_cement = |im: &[f32]| -> Vec<bool> {
         let cm = detect::cement_mask(im, base_before, &metal.core, &metal.band, &cortex, &g, params);
         let mut mask = cm.mask;
-        let rejected = artifacts::reject(im, base_img, &mut mask, &cm.seed, &region, &metal_any, &guard, &g);
+        // A leak's canal part within the body's margin is judged with the leak (see `region`).
+        let reach = region::with_canal_margin(&region, &body, &canal_crop, &mask, g.shape);
+        let rejected = artifacts::reject(im, base_img, &mut mask, &cm.seed, &reach, &metal_any, &guard, &g);
         if !rejected.is_empty() {
             tracing::debug!(?rejected, "leak candidates rejected as artefacts");
         }
@@ -388,11 +394,12 @@ pub fn detect(inputs: &CementInputs, params: &CementParams) -> Result<CementFind
     });
 
     tracing::debug!(ms = t0.elapsed().as_secs_f64() * 1e3, "fractions");
+    let reach = region::with_canal_margin(&region, &body, &canal_crop, &cement, g.shape);
     let split = components::split(
         &img,
         &cement,
         &frac,
-        &region,
+        &reach,
         &g,
         &components::SplitSettings {
             min_leak_ml: params.min_leak_ml,
