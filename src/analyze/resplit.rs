@@ -75,18 +75,19 @@ pub fn resplit(
     let mut voxels: Vec<[usize; 3]> = part.keys().copied().collect();
     voxels.sort_unstable();
     let mut region: HashSet<[usize; 3]> = voxels.iter().copied().filter(|v| in_region(*v)).collect();
-    // The body's margin inside the canal goes with cement that continues beyond it (the cement stage's
-    // rule, `cement::region`): a wall a voxel off must not split a canal leak's front row off.
+    // The body's margin inside the canal goes with cement just beyond it (the cement stage's rule,
+    // `cement::region`): a wall a voxel off must not split a canal leak's front row off.
     if let Some(canal) = canal.filter(|c| c.shape() == shape) {
-        let margin = |v: &[usize; 3]| !body.data[*v] && canal.data[*v];
-        let loose: HashSet<[usize; 3]> =
-            voxels.iter().copied().filter(|v| !region.contains(v) || margin(v)).collect();
-        for comp in super::voxels::components26(&loose) {
-            if comp.iter().any(|v| !region.contains(v)) {
-                for v in &comp {
-                    region.remove(v);
-                }
-            }
+        let give: Vec<[usize; 3]> = region
+            .iter()
+            .copied()
+            .filter(|v| !body.data[*v] && canal.data[*v])
+            .filter(|v| {
+                super::voxels::neighbours26(*v).any(|d| part.contains_key(&d) && !region.contains(&d))
+            })
+            .collect();
+        for v in &give {
+            region.remove(v);
         }
     }
     let mut stats = Resplit { leaks_before: findings.leaks.len(), ..Default::default() };

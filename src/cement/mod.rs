@@ -37,7 +37,9 @@
 //!    the spinal canal when the caller says where it is (`CementInputs::canal`): there a candidate with a
 //!    seed of its own is kept, because a small leak crossed by a streak fails the ring test too.
 //! 6. `components`: partial-volume volumes; cement inside the body (grown by `body_tolerance_mm`) is
-//!    intravertebral, the rest is grouped into 26-connected leak components; components under
+//!    intravertebral, except the margin's canal part under cement that goes on beyond it (`region`: a
+//!    wall a voxel off must not split a canal leak's front row into the body, nor leave its rest without
+//!    a canal seed), the rest is grouped into 26-connected leak components; components under
 //!    `min_leak_ml` are dropped as noise; each leak gets its volume in the previous scan.
 //!
 //! Thresholds (defaults, in [`CementParams`]) and why:

@@ -10,16 +10,19 @@
 //! back turned its 0.07 mL foraminal canal leak into intravertebral cement and clutter).
 //!
 //! So inside the canal label the margin holds only cement that ends there: the partial-volume rim of
-//! intravertebral cement against the wall stays intravertebral, while margin voxels connected (26-) to
-//! cement beyond the margin belong with it, and the leak keeps its canal part whole. Outside the canal
+//! intravertebral cement against the wall stays intravertebral, while margin voxels touching (26-) cement
+//! beyond the margin belong with it, and the leak keeps its canal part whole. Outside the canal
 //! (discs, paraspinal tissue) the margin is unchanged: no stage there tells a leak from the body's own rim
 //! a voxel off, and those sites do not stop the procedure.
 
 use super::morph;
 
 /// `region` (the body grown by the tolerance) with its canal margin given to the cement beyond it: voxels
-/// of `region` that are in `canal` but not in `body` are taken out when they are cement joined to cement
-/// outside `region`. `canal` empty = unknown (the region is returned as it is).
+/// of `region` that are in `canal` but not in `body` are taken out when they are cement with a 26-neighbour
+/// of cement outside `region`. One voxel and no further: the margin is as wide as the wall's uncertainty,
+/// and a margin taken along the wall as far as it is connected would hand a leak the whole rim of the
+/// intravertebral cement against the wall (and join leaks that only share that rim). `canal` empty =
+/// unknown (the region is returned as it is).
 pub(crate) fn with_canal_margin(
     region: &[bool],
     body: &[bool],
@@ -31,16 +34,16 @@ pub(crate) fn with_canal_margin(
     if canal.len() != region.len() {
         return out;
     }
-    let n = region.len();
-    let margin = |i: usize| region[i] && !body[i] && canal[i];
-    // Cement outside the region, or in its canal margin; its groups that reach beyond the region take
-    // their margin voxels with them.
-    let loose: Vec<bool> = (0..n).map(|i| cement[i] && (!region[i] || margin(i))).collect();
-    for comp in morph::components26(&loose, shape) {
-        if comp.iter().any(|&i| !region[i]) {
-            for &i in &comp {
-                out[i] = false;
-            }
+    let offsets: Vec<[isize; 3]> = morph::neighbours26().collect();
+    for i in 0..region.len() {
+        if !(cement[i] && region[i] && !body[i] && canal[i]) {
+            continue;
+        }
+        let c = morph::coords(shape, i);
+        let beyond =
+            offsets.iter().any(|&d| morph::offset(shape, c, d).is_some_and(|j| cement[j] && !region[j]));
+        if beyond {
+            out[i] = false;
         }
     }
     out
@@ -70,11 +73,12 @@ mod tests {
     }
 
     #[test]
-    fn cement_going_on_into_the_canal_takes_its_margin_with_it() {
+    fn cement_going_on_into_the_canal_takes_the_margin_beside_it() {
         let (region, body, canal, cement, shape) = scene(9);
         let out = with_canal_margin(&region, &body, &canal, &cement, shape);
         assert!((0..4).all(|x| out[x]), "the body itself stays");
-        assert!((4..12).all(|x| !out[x]), "the canal margin goes with the leak");
+        assert!(!out[5] && (6..12).all(|x| !out[x]), "the margin voxel touching the leak goes with it");
+        assert!(out[4], "one voxel and no further along the margin");
     }
 
     #[test]
