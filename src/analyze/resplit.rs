@@ -27,14 +27,22 @@ pub struct Resplit {
     pub leaks_after: usize,
 }
 
+/// The canal margin rule's inputs (`cement::region`): the canal label on the scan grid, and whether the
+/// registered baseline shows the wall's cortex in front of a voxel.
+pub struct CanalMargin<'a> {
+    pub canal: &'a Mask,
+    pub behind_wall: &'a dyn Fn([usize; 3]) -> bool,
+}
+
 /// Redo the split of `findings` with `body` (scan grid). `tolerance_mm` and `min_leak_ml` are the cement
 /// stage's (`CementParams::body_tolerance_mm`, `min_leak_ml`); `canal` (scan grid, when known) keeps a
-/// leak's canal part within that tolerance with the leak, as the cement stage does (`CementInputs::canal`);
+/// leak's canal part within that tolerance with the leak where `behind_wall` (the baseline's cortex in
+/// front of the voxel) holds, as the cement stage does (`cement::region`);
 /// `previous` gives changed leaks their volume in the previous scan.
 pub fn resplit(
     findings: &mut CementFindings,
     body: &Mask,
-    canal: Option<&Mask>,
+    canal: Option<CanalMargin>,
     tolerance_mm: f64,
     min_leak_ml: f64,
     scan: &CtVolume,
@@ -77,7 +85,7 @@ pub fn resplit(
     let mut region: HashSet<[usize; 3]> = voxels.iter().copied().filter(|v| in_region(*v)).collect();
     // The body's margin inside the canal goes with cement just beyond it (the cement stage's rule,
     // `cement::region`): a wall a voxel off must not split a canal leak's front row off.
-    if let Some(canal) = canal.filter(|c| c.shape() == shape) {
+    if let Some(CanalMargin { canal, behind_wall }) = canal.filter(|c| c.canal.shape() == shape) {
         let give: Vec<[usize; 3]> = region
             .iter()
             .copied()
@@ -85,6 +93,7 @@ pub fn resplit(
             .filter(|v| {
                 super::voxels::neighbours26(*v).any(|d| part.contains_key(&d) && !region.contains(&d))
             })
+            .filter(|v| behind_wall(*v))
             .collect();
         for v in &give {
             region.remove(v);

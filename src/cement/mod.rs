@@ -365,6 +365,8 @@ pub fn detect(inputs: &CementInputs, params: &CementParams) -> Result<CementFind
         let inner = morph::erode(&body, g.shape, g.radius_voxels(params.cortex_shell_mm, 1));
         (0..g.len()).map(|i| body[i] && !inner[i]).collect::<Vec<bool>>()
     };
+    // Without a baseline the wall cannot be told from cement: the margin stays the body's.
+    let behind_wall = |i: usize| base_img.is_some_and(|b| region::cortex_in_front(b, &g, i));
     let metal_any: Vec<bool> = (0..g.len()).map(|i| metal.core[i] || metal.band[i]).collect();
     // Cement of one scan (this one, or the previous one resampled): the voxel rules, then the leak
     // candidates that are artefacts removed.
@@ -372,7 +374,7 @@ pub fn detect(inputs: &CementInputs, params: &CementParams) -> Result<CementFind
         let cm = detect::cement_mask(im, base_before, &metal.core, &metal.band, &cortex, &g, params);
         let mut mask = cm.mask;
         // A leak's canal part within the body's margin is judged with the leak (see `region`).
-        let reach = region::with_canal_margin(&region, &body, &canal_crop, &mask, g.shape);
+        let reach = region::with_canal_margin(&region, &body, &canal_crop, &mask, g.shape, behind_wall);
         let rejected = artifacts::reject(im, base_img, &mut mask, &cm.seed, &reach, &metal_any, &guard, &g);
         if !rejected.is_empty() {
             tracing::debug!(?rejected, "leak candidates rejected as artefacts");
@@ -396,7 +398,7 @@ pub fn detect(inputs: &CementInputs, params: &CementParams) -> Result<CementFind
     });
 
     tracing::debug!(ms = t0.elapsed().as_secs_f64() * 1e3, "fractions");
-    let reach = region::with_canal_margin(&region, &body, &canal_crop, &cement, g.shape);
+    let reach = region::with_canal_margin(&region, &body, &canal_crop, &cement, g.shape, behind_wall);
     let split = components::split(
         &img,
         &cement,
