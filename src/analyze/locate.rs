@@ -149,9 +149,18 @@ pub fn locate(inputs: &LocateInputs, params: &CementParams) -> Result<Location, 
         if motion > 0.25 * min_spacing {
             anatomy = carry::carry(base, scan.geometry, shape, &reg);
             carry::fill_body_holes(&mut anatomy.labels);
+            // The cement stage's canal margin rule, judged by the same baseline cortex as `escape`.
+            let post = SiteFrame::new(&anatomy).posterior();
+            let metal = findings.metal.clone();
+            let probe = escape::CortexProbe::new(&metal, findings.baseline_registration, inputs.baseline);
+            let g = scan.geometry;
+            let behind_wall =
+                |v: [usize; 3]| probe.cortex_toward(g.voxel_to_lps(v), post * -1.0) == Some(true);
+            let canal = anatomy.labels.mask_of(labels::CANAL);
             let r = resplit::resplit(
                 &mut findings,
                 &body_of(&anatomy),
+                Some(resplit::CanalMargin { canal: &canal, behind_wall: &behind_wall }),
                 params.body_tolerance_mm,
                 params.min_leak_ml,
                 scan,

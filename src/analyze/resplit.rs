@@ -27,12 +27,22 @@ pub struct Resplit {
     pub leaks_after: usize,
 }
 
+/// The canal margin rule's inputs (`cement::region`): the canal label on the scan grid, and whether the
+/// registered baseline shows the wall's cortex in front of a voxel.
+pub struct CanalMargin<'a> {
+    pub canal: &'a Mask,
+    pub behind_wall: &'a dyn Fn([usize; 3]) -> bool,
+}
+
 /// Redo the split of `findings` with `body` (scan grid). `tolerance_mm` and `min_leak_ml` are the cement
-/// stage's (`CementParams::body_tolerance_mm`, `min_leak_ml`); `previous` gives changed leaks their volume
-/// in the previous scan.
+/// stage's (`CementParams::body_tolerance_mm`, `min_leak_ml`); `canal` (scan grid, when known) keeps a
+/// leak's canal part within that tolerance with the leak where `behind_wall` (the baseline's cortex in
+/// front of the voxel) holds, as the cement stage does (`cement::region`);
+/// `previous` gives changed leaks their volume in the previous scan.
 pub fn resplit(
     findings: &mut CementFindings,
     body: &Mask,
+    canal: Option<CanalMargin>,
     tolerance_mm: f64,
     min_leak_ml: f64,
     scan: &CtVolume,
@@ -72,7 +82,23 @@ pub fn resplit(
     };
     let mut voxels: Vec<[usize; 3]> = part.keys().copied().collect();
     voxels.sort_unstable();
-    let region: HashSet<[usize; 3]> = voxels.iter().copied().filter(|v| in_region(*v)).collect();
+    let mut region: HashSet<[usize; 3]> = voxels.iter().copied().filter(|v| in_region(*v)).collect();
+    // The body's margin inside the canal goes with cement just beyond it (the cement stage's rule,
+    // `cement::region`): a wall a voxel off must not split a canal leak's front row off.
+    if let Some(CanalMargin { canal, behind_wall }) = canal.filter(|c| c.canal.shape() == shape) {
+        let give: Vec<[usize; 3]> = region
+            .iter()
+            .copied()
+            .filter(|v| !body.data[*v] && canal.data[*v])
+            .filter(|v| {
+                super::voxels::neighbours26(*v).any(|d| part.contains_key(&d) && !region.contains(&d))
+            })
+            .filter(|v| behind_wall(*v))
+            .collect();
+        for v in &give {
+            region.remove(v);
+        }
+    }
     let mut stats = Resplit { leaks_before: findings.leaks.len(), ..Default::default() };
     stats.moved_voxels = voxels.iter().filter(|v| region.contains(*v) != (part[*v].0 == 0)).count();
     if stats.moved_voxels == 0 {
@@ -186,7 +212,7 @@ mod tests {
         };
         let body = mask(|_, _, x| x < 8);
         let scan: CtVolume = Volume::new(Array3::from_elem((6, 20, 20), 1500), grid());
-        let r = resplit(&mut f, &body, 1.0, 0.001, &scan, None);
+        let r = resplit(&mut f, &body, None, 1.0, 0.001, &scan, None);
         assert_eq!((r.leaks_before, r.leaks_after), (0, 1));
         // x 4..=8 stays inside (8 is within the 1 mm tolerance), x 9..12 leaks.
         let leak = &f.leaks[0];
@@ -196,7 +222,7 @@ mod tests {
         let total = f.intravertebral_ml + leak.volume_ml;
         assert!((total - f.total_ml).abs() < 1e-9, "volume carried with the voxels");
         // The same body again changes nothing.
-        let again = resplit(&mut f, &body, 1.0, 0.001, &scan, None);
+        let again = resplit(&mut f, &body, None, 1.0, 0.001, &scan, None);
         assert_eq!(again.moved_voxels, 0);
     }
 }

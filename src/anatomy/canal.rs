@@ -5,7 +5,7 @@
 //! in the enclosed slices and is extended sideways into the foramina up to the pedicles' lateral reach.
 
 use super::context::{Fine, CEMENT_HU};
-use super::morphology::{close, component_at, dilate, fill_holes};
+use super::morphology::{close, component_at, dilate, fill_holes, gaussian3};
 use ndarray::{s, Array2, Array3, Axis};
 use rayon::prelude::*;
 
@@ -17,6 +17,17 @@ const MAX_AREA_MM2: f64 = 900.0;
 const MAX_DEPTH_MM: f64 = 25.0;
 /// Gaps of the bone ring under 2 x this are bridged (streaks, thin cortex, partial volume).
 const RING_CLOSE_MM: f64 = 2.0;
+/// The body's posterior cortex is 0.5–1 mm thin: isotropic smoothing drops it under the ring threshold
+/// next to lytic marrow and epidural fat. Smoothed only within its own plane (along the spine and
+/// sideways, not across it), it keeps its contrast while the noise is still averaged down.
+const SHEET_SIGMA_MM: f64 = 1.5;
+/// The posterior wall has a gap at the basivertebral foramen (about 4–5 mm wide) and, in lytic bodies, wider
+/// thinned stretches: gaps of the ring along the wall's own direction (sideways) up to this are bridged.
+const WALL_GAP_MM: f64 = 7.0;
+/// An enclosed section smaller than this fraction of the typical one is not the canal.
+const MIN_TYPICAL_FRACTION: f64 = 0.4;
+/// The canal's back (the laminae) moves less than this between its enclosed sections.
+const MAX_BACK_SHIFT_MM: f64 = 6.0;
 /// Foramina reach this far beyond the canal's side walls.
 const FORAMEN_REACH_MM: f64 = 10.0;
 
@@ -37,15 +48,35 @@ pub fn segment(f: &Fine, dense_hu: f32) -> Canal {
     let px_area = f.step * f.step;
     // Per slice, the enclosed hole nearest the canal line.
     let seed = (f.center[1], f.center[2]);
+    let sheet = gaussian3(&f.raw, [f.px(SHEET_SIGMA_MM), 0.0, f.px(SHEET_SIGMA_MM)]);
     let holes: Vec<Option<Array2<bool>>> = (0..nk)
         .into_par_iter()
         .map(|k| {
             let sl = f.hu.index_axis(Axis(0), k);
-            let ring = sl.mapv(|v| v >= dense_hu && v < CEMENT_HU);
-            let c = close(&ring, f.px(RING_CLOSE_MM) as f32);
-            let filled = fill_holes(&c);
-            let hole = ndarray::Zip::from(&filled).and(&c).map_collect(|&a, &b| a && !b);
-            let comp = component_at(&hole, seed, f.px(8.0));
+            let sh = sheet.index_axis(Axis(0), k);
+            let is_bone = |v: f32| v >= dense_hu && v < CEMENT_HU;
+            let ring = ndarray::Zip::from(&sl).and(&sh).map_collect(|&v, &w| is_bone(v) || is_bone(w));
+            let c0 = close(&ring, f.px(RING_CLOSE_MM) as f32);
+            let c = &c0 | &close_across(&ring, f.px(WALL_GAP_MM));
+            let hole_of = |c: &Array2<bool>| {
+                let filled = fill_holes(c);
+                ndarray::Zip::from(&filled).and(c).map_collect(|&a, &b| a && !b)
+            };
+            let comp = component_at(&hole_of(&c), seed, f.px(8.0));
+            // The sideways bridges that matter close the wall in front of the canal; any that fall inside the
+            // canal (its narrow back or corners) are given back: behind the canal's front, the hole of the
+            // ring closed the usual way is canal too.
+            let comp = if comp.iter().any(|&b| b) {
+                let front = extent(&comp, 0).0 as usize;
+                let behind = hole_of(&c0)
+                    .indexed_iter()
+                    .map(|((j, i), &h)| comp[(j, i)] || (h && j >= front))
+                    .collect::<Vec<bool>>();
+                let behind = Array2::from_shape_vec(comp.dim(), behind).unwrap_or(comp.clone());
+                component_at(&behind, seed, f.px(8.0))
+            } else {
+                comp
+            };
             let n = comp.iter().filter(|&&b| b).count() as f64 * px_area;
             // A hole deeper than any canal is the canal merged with a dark (lytic, osteoporotic) body
             // through a thin or breached posterior wall: that slice takes the canal's usual shape instead.
@@ -58,9 +89,21 @@ pub fn segment(f: &Fine, dense_hu: f32) -> Canal {
     let mut areas: Vec<f32> =
         holes.iter().flatten().map(|h| h.iter().filter(|&&b| b).count() as f32).collect();
     let typical = super::context::median(&mut areas).unwrap_or(0.0) as f64;
+    // The laminae bound every enclosed section of the canal behind at nearly the same depth; a hole whose
+    // back lies well in front of theirs, or that is a fraction of the typical section, is a cavity of the
+    // body (basivertebral channel, lytic pocket) that happened to lie nearest the canal line.
+    let mut backs: Vec<f32> = holes.iter().flatten().map(|h| extent(h, 0).1 as f32).collect();
+    let typical_back = super::context::median(&mut backs).unwrap_or(0.0) as f64;
     let holes: Vec<Option<Array2<bool>>> = holes
         .into_iter()
-        .map(|h| h.filter(|m| (m.iter().filter(|&&b| b).count() as f64) <= 1.8 * typical.max(1.0)))
+        .map(|h| {
+            h.filter(|m| {
+                let a = m.iter().filter(|&&b| b).count() as f64;
+                a <= 1.8 * typical.max(1.0)
+                    && a >= MIN_TYPICAL_FRACTION * typical
+                    && extent(m, 0).1 >= typical_back - f.px(MAX_BACK_SHIFT_MM)
+            })
+        })
         .collect();
     let n_ok = holes.iter().flatten().count();
     // Template: pixels inside the canal in at least half the enclosed slices.
@@ -120,7 +163,35 @@ pub fn segment(f: &Fine, dense_hu: f32) -> Canal {
             best.map(|j| j as f64).unwrap_or(global_front)
         })
         .collect();
+    tracing::debug!(
+        "canal: {n_ok} enclosed slices, template j {:.1}..{:.1} mm from the canal line",
+        (tmin_j - f.center[1]) * f.step,
+        (tmax_j - f.center[1]) * f.step
+    );
     Canal { mask, enclosed, front_j, half_width, center_i }
+}
+
+/// Closing along axis 1 (sideways) only: runs of `false` no longer than `max_gap` pixels between two `true`
+/// pixels of the same row are filled. Gaps across the wall (along the spine's AP axis) are left alone, so the
+/// canal, whose side walls are farther apart than any such gap, stays open.
+fn close_across(m: &Array2<bool>, max_gap: f64) -> Array2<bool> {
+    let mut out = m.clone();
+    for mut row in out.rows_mut() {
+        let mut last: Option<usize> = None;
+        for i in 0..row.len() {
+            if row[i] {
+                if let Some(l) = last {
+                    if i > l + 1 && ((i - l - 1) as f64) <= max_gap {
+                        for v in row.iter_mut().take(i).skip(l + 1) {
+                            *v = true;
+                        }
+                    }
+                }
+                last = Some(i);
+            }
+        }
+    }
+    out
 }
 
 /// Min and max index of `true` along `axis` (0 = j, 1 = i) of a 2D mask; (0, 0) when empty.
@@ -138,5 +209,25 @@ fn extent(m: &Array2<bool>, axis: usize) -> (f64, f64) {
         (0.0, 0.0)
     } else {
         (lo as f64, hi as f64)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sideways_closing_bridges_a_wall_gap_but_not_the_canal() {
+        // Row 0: a wall with a 4-pixel gap (basivertebral foramen); row 1: the canal's side walls 12 apart.
+        let mut m = Array2::<bool>::from_elem((2, 20), false);
+        for i in (2..6).chain(10..14) {
+            m[(0, i)] = true;
+        }
+        m[(1, 2)] = true;
+        m[(1, 15)] = true;
+        let c = close_across(&m, 7.0);
+        assert!((2..14).all(|i| c[(0, i)]), "wall gap bridged");
+        assert!(!c[(0, 1)] && !c[(0, 14)], "nothing added beyond the wall's ends");
+        assert!((3..15).all(|i| !c[(1, i)]), "canal left open");
     }
 }

@@ -37,7 +37,9 @@
 //!    the spinal canal when the caller says where it is (`CementInputs::canal`): there a candidate with a
 //!    seed of its own is kept, because a small leak crossed by a streak fails the ring test too.
 //! 6. `components`: partial-volume volumes; cement inside the body (grown by `body_tolerance_mm`) is
-//!    intravertebral, the rest is grouped into 26-connected leak components; components under
+//!    intravertebral, except the margin's canal part under cement that goes on beyond it (`region`: a
+//!    wall a voxel off must not split a canal leak's front row into the body, nor leave its rest without
+//!    a canal seed), the rest is grouped into 26-connected leak components; components under
 //!    `min_leak_ml` are dropped as noise; each leak gets its volume in the previous scan.
 //!
 //! Thresholds (defaults, in [`CementParams`]) and why:
@@ -66,6 +68,7 @@ mod detect;
 mod grid;
 mod metal;
 mod morph;
+mod region;
 pub mod register;
 mod sample;
 
@@ -260,9 +263,12 @@ pub fn detect(inputs: &CementInputs, params: &CementParams) -> Result<CementFind
     let body = g.crop(inputs.body);
     // The canal grown by a partial-volume voxel: a leak's seed sits in its core, but the label's edge is
     // only as exact as the segmentation.
-    let guard = canal
-        .map(|c| morph::dilate(&g.crop(c), g.shape, g.radius_voxels(GUARD_MARGIN_MM, 1)))
-        .unwrap_or_default();
+    let canal_crop: Vec<bool> = canal.map(|c| g.crop(c)).unwrap_or_default();
+    let guard = if canal_crop.is_empty() {
+        Vec::new()
+    } else {
+        morph::dilate(&canal_crop, g.shape, g.radius_voxels(GUARD_MARGIN_MM, 1))
+    };
     let body_box = ([0, 1, 2].map(|a| blo[a] - lo[a]), [0, 1, 2].map(|a| bhi[a] - lo[a]));
 
     // Registration and resampling of the earlier scans onto the crop.
@@ -359,13 +365,17 @@ pub fn detect(inputs: &CementInputs, params: &CementParams) -> Result<CementFind
         let inner = morph::erode(&body, g.shape, g.radius_voxels(params.cortex_shell_mm, 1));
         (0..g.len()).map(|i| body[i] && !inner[i]).collect::<Vec<bool>>()
     };
+    // Without a baseline the wall cannot be told from cement: the margin stays the body's.
+    let behind_wall = |i: usize| base_img.is_some_and(|b| region::cortex_in_front(b, &g, i));
     let metal_any: Vec<bool> = (0..g.len()).map(|i| metal.core[i] || metal.band[i]).collect();
     // Cement of one scan (this one, or the previous one resampled): the voxel rules, then the leak
     // candidates that are artefacts removed.
     let find_cement = |im: &[f32]| -> Vec<bool> {
         let cm = detect::cement_mask(im, base_before, &metal.core, &metal.band, &cortex, &g, params);
         let mut mask = cm.mask;
-        let rejected = artifacts::reject(im, base_img, &mut mask, &cm.seed, &region, &metal_any, &guard, &g);
+        // A leak's canal part within the body's margin is judged with the leak (see `region`).
+        let reach = region::with_canal_margin(&region, &body, &canal_crop, &mask, g.shape, behind_wall);
+        let rejected = artifacts::reject(im, base_img, &mut mask, &cm.seed, &reach, &metal_any, &guard, &g);
         if !rejected.is_empty() {
             tracing::debug!(?rejected, "leak candidates rejected as artefacts");
         }
@@ -388,11 +398,12 @@ pub fn detect(inputs: &CementInputs, params: &CementParams) -> Result<CementFind
     });
 
     tracing::debug!(ms = t0.elapsed().as_secs_f64() * 1e3, "fractions");
+    let reach = region::with_canal_margin(&region, &body, &canal_crop, &cement, g.shape, behind_wall);
     let split = components::split(
         &img,
         &cement,
         &frac,
-        &region,
+        &reach,
         &g,
         &components::SplitSettings {
             min_leak_ml: params.min_leak_ml,

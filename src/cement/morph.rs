@@ -87,7 +87,7 @@ pub(crate) fn offset(shape: [usize; 3], c: [usize; 3], d: [isize; 3]) -> Option<
     Some((n[0] * shape[1] + n[1]) * shape[2] + n[2])
 }
 
-fn coords(shape: [usize; 3], i: usize) -> [usize; 3] {
+pub(crate) fn coords(shape: [usize; 3], i: usize) -> [usize; 3] {
     let x = i % shape[2];
     let r = i / shape[2];
     [r / shape[1], r % shape[1], x]
