@@ -18,6 +18,7 @@
 //! search distance are not judged (the needle's blooming looks like cortex); a component with no judged
 //! voxel stays intravertebral.
 
+use crate::cement::region::{reads_as_cortex, CORTEX_SEARCH_MM};
 use crate::cement::{CementComponent, CementFindings};
 use crate::leaks::rules::SiteFrame;
 use crate::volume::{CtVolume, Lps, Vec3};
@@ -25,15 +26,6 @@ use std::collections::HashSet;
 
 /// Behind the wall plane by more than the cortex and a partial-volume voxel.
 pub const ESCAPE_MARGIN_MM: f64 = 2.0;
-/// How far to look for the cortex on either side, mm.
-pub const CORTEX_SEARCH_MM: f64 = 6.0;
-/// The wall on the baseline, as the scanner blurs it: a thin (about 1 mm) cortex thinned by lesions reads
-/// only 200-400 HU at 2.5 mm slices (phantom seed 7: 248 HU), so the test is relative: the densest point in
-/// front must be at least this dense and this much denser than the densest point behind (canal contents
-/// stay under about 100 HU; marrow and cortex in front of intravertebral cement are not denser than the
-/// wall behind it).
-const CORTEX_HU: f32 = 150.0;
-const CORTEX_STEP_HU: f32 = 100.0;
 /// Denser than the posterior cortex reads at CT resolution: the needle, a thermocouple or their blooming.
 const MAX_BONE_HU: f32 = 1200.0;
 pub const BEHIND_CORTEX_FRACTION: f64 = 0.3;
@@ -93,11 +85,8 @@ impl<'a> CortexProbe<'a> {
             return None;
         }
         let (there, at) = self.peak_toward(b, p, dir, far_mm);
-        if there < CORTEX_HU {
-            return Some(false);
-        }
         let (back, _) = self.peak_toward(b, p, dir * -1.0, at + 1.0);
-        Some(there >= back + CORTEX_STEP_HU)
+        Some(reads_as_cortex(there, back))
     }
 
     /// Whether the baseline's cortex lies toward `dir` from `p` (within the search distance, clearly denser
@@ -109,7 +98,7 @@ impl<'a> CortexProbe<'a> {
             return None;
         }
         let (there, back) = (self.densest_toward(b, p, dir), self.densest_toward(b, p, dir * -1.0));
-        Some(there >= CORTEX_HU && there >= back + CORTEX_STEP_HU)
+        Some(reads_as_cortex(there, back))
     }
 }
 

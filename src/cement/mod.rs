@@ -68,7 +68,7 @@ mod detect;
 mod grid;
 mod metal;
 mod morph;
-mod region;
+pub(crate) mod region;
 pub mod register;
 mod sample;
 

@@ -57,11 +57,21 @@ pub(crate) fn with_canal_margin(
     out
 }
 
-/// How far the baseline's cortex is looked for on either side, and how it reads: the `analyze::escape`
-/// test (a thin cortex thinned by lesions reads 200-400 HU blurred; canal contents stay under ~100 HU).
-const CORTEX_SEARCH_MM: f64 = 6.0;
+/// How far the baseline's cortex is looked for on either side, mm (here and in `analyze::escape`).
+pub(crate) const CORTEX_SEARCH_MM: f64 = 6.0;
+/// The wall on the baseline, as the scanner blurs it: a thin (about 1 mm) cortex thinned by lesions reads
+/// only 200-400 HU at 2.5 mm slices (phantom seed 7: 248 HU), so the test is relative: the densest point in
+/// front must be at least this dense and this much denser than the densest point behind (canal contents
+/// stay under about 100 HU; marrow and cortex in front of intravertebral cement are not denser than the
+/// wall behind it).
 const CORTEX_HU: f32 = 150.0;
 const CORTEX_STEP_HU: f32 = 100.0;
+
+/// Whether `there`, the densest baseline HU one way from a point, reads as the wall's cortex against
+/// `back`, the densest the other way: the one cortex test of the cement split and `analyze::escape`.
+pub(crate) fn reads_as_cortex(there: f32, back: f32) -> bool {
+    there >= CORTEX_HU && there >= back + CORTEX_STEP_HU
+}
 
 /// Whether the registered baseline `base` (on the crop) has the cortex in front of crop voxel `i`: the
 /// densest point within `CORTEX_SEARCH_MM` anteriorly (LPS -y, from 1 mm on) is cortex-dense and clearly
@@ -77,8 +87,7 @@ pub(crate) fn cortex_in_front(base: &[f32], g: &Grid, i: usize) -> bool {
             })
             .fold(f32::MIN, f32::max)
     };
-    let (front, back) = (densest(-1.0), densest(1.0));
-    front >= CORTEX_HU && front >= back + CORTEX_STEP_HU
+    reads_as_cortex(densest(-1.0), densest(1.0))
 }
 
 #[cfg(test)]
