@@ -362,6 +362,12 @@ impl Convert {
     /// rescaled in i32, exactly, then saturated to i16; anything else goes through f64 and is rounded to
     /// the nearest HU.
     fn frame_slice(&self, bytes: &[u8], slope: f64, intercept: f64, out: &mut [i16]) {
+        self.frame_samples(Samples::From(bytes), slope, intercept, out);
+    }
+
+    /// [`Self::frame_slice`] with the samples taken from `samples`, which for 16-bit samples may be the
+    /// output itself. Other widths only come `From` a buffer (`frame_in_place` refuses them).
+    fn frame_samples(&self, samples: Samples<'_>, slope: f64, intercept: f64, out: &mut [i16]) {
         let (lo, hi) = self.padding.unwrap_or((i64::MAX, i64::MIN));
         if self.width == 2 && self.bits_stored <= 16 {
             let bs = self.bits_stored;
@@ -376,7 +382,7 @@ impl Convert {
             // One monomorphic loop per sign: the compiler vectorises each.
             if self.signed {
                 rescale16(
-                    bytes,
+                    samples,
                     out,
                     |raw| ((u32::from(raw) << shift) as i32) >> shift,
                     pad,
@@ -384,10 +390,11 @@ impl Convert {
                     intercept,
                 );
             } else {
-                rescale16(bytes, out, |raw| (u32::from(raw) & mask) as i32, pad, slope, intercept);
+                rescale16(samples, out, |raw| (u32::from(raw) & mask) as i32, pad, slope, intercept);
             }
             return;
         }
+        let Samples::From(bytes) = samples else { return };
         for (o, b) in out.iter_mut().zip(bytes.chunks_exact(self.width)) {
             let v = self.value(b);
             *o = if v >= lo && v <= hi { PADDING_HU } else { rescale_f64(v, slope, intercept) };
@@ -398,28 +405,29 @@ impl Convert {
     /// little-endian 16-bit samples (as read from the file), each where its voxel goes. Writes each voxel's
     /// HU, the same values `frame_slice` writes. Returns `false`, changing nothing, when this is not a
     /// 16-bit conversion.
-    ///
-    /// A step at a time: a step copies the next samples to the stack (inside L1), then writes their voxels.
     pub fn frame_in_place(&self, out: &mut [i16], slope: f64, intercept: f64) -> bool {
         if self.width != 2 || self.bits_stored > 16 {
             return false;
         }
-        let mut tmp = [0u8; 2 * IN_PLACE_STEP];
-        for chunk in out.chunks_mut(IN_PLACE_STEP) {
-            let m = chunk.len();
-            tmp[..2 * m].copy_from_slice(bytemuck::cast_slice(chunk));
-            self.frame_slice(&tmp[..2 * m], slope, intercept, chunk);
-        }
+        self.frame_samples(Samples::InPlace, slope, intercept, out);
         true
     }
 }
 
-/// The 16-bit samples of `bytes` to HU in `out`: `value` reads one stored value (masked, sign-extended),
+/// Where a frame's samples are: in a buffer of native-endian bytes, or (16-bit only) already in the output,
+/// each where its voxel goes.
+#[derive(Clone, Copy)]
+enum Samples<'a> {
+    From(&'a [u8]),
+    InPlace,
+}
+
+/// The 16-bit samples to HU in `out`: `value` reads one stored value (masked, sign-extended),
 /// `pad` is the inclusive range of padding values. Integer rescales run in i32 (|value| < 2^16, so the
 /// bounds below keep `value * slope + intercept` inside i32).
 #[inline(always)]
 fn rescale16(
-    bytes: &[u8],
+    samples: Samples<'_>,
     out: &mut [i16],
     value: impl Fn(u16) -> i32 + Copy,
     pad: Option<(i32, i32)>,
@@ -432,9 +440,9 @@ fn rescale16(
         && intercept.abs() <= (1 << 30) as f64;
     let (s, b) = (slope as i32, intercept as i32);
     match (integer, pad) {
-        (true, None) if s == 1 => map_u16(bytes, out, |raw| saturate(value(raw) + b)),
-        (true, None) => map_u16(bytes, out, |raw| saturate(value(raw) * s + b)),
-        (true, Some((lo, hi))) => map_u16(bytes, out, |raw| {
+        (true, None) if s == 1 => map16(samples, out, |raw| saturate(value(raw) + b)),
+        (true, None) => map16(samples, out, |raw| saturate(value(raw) * s + b)),
+        (true, Some((lo, hi))) => map16(samples, out, |raw| {
             let v = value(raw);
             // Both sides computed so the compiler can use a blend instead of a branch.
             let hu = saturate(v * s + b);
@@ -444,7 +452,7 @@ fn rescale16(
                 hu
             }
         }),
-        (false, pad) => map_u16(bytes, out, |raw| {
+        (false, pad) => map16(samples, out, |raw| {
             let v = value(raw);
             match pad {
                 Some((lo, hi)) if v >= lo && v <= hi => PADDING_HU,
@@ -466,8 +474,14 @@ fn saturate(hu: i32) -> i16 {
     hu.clamp(i16::MIN as i32, i16::MAX as i32) as i16
 }
 
-/// Samples converted per step of `Convert::frame_in_place`: 8 KiB of them on the stack, inside L1.
-const IN_PLACE_STEP: usize = 4096;
+/// Apply `f` to each 16-bit sample, from a buffer or read where it lies in `out`.
+#[inline(always)]
+fn map16(samples: Samples<'_>, out: &mut [i16], f: impl Fn(u16) -> i16) {
+    match samples {
+        Samples::From(bytes) => map_u16(bytes, out, f),
+        Samples::InPlace => out.iter_mut().for_each(|o| *o = f(*o as u16)),
+    }
+}
 
 /// Apply `f` to each native-endian 16-bit sample of `bytes`, writing `out`. Samples are taken 8 at a time
 /// from fixed-size blocks so the compiler loads them with one vector load instead of byte by byte.
