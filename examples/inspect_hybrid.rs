@@ -256,6 +256,23 @@ fn main() -> anyhow::Result<()> {
                 label_counts(&anat.labels, &c.voxels)
             );
         }
+        for l in &an.leaks {
+            let hu = |k: usize| -> Vec<i32> {
+                l.component
+                    .voxels
+                    .iter()
+                    .take(12)
+                    .map(|v| case.scans[k].ct.data.get(*v).map_or(0, |&h| h as i32))
+                    .collect()
+            };
+            println!(
+                "   leak {} HU now {:?} previous {:?} baseline {:?} (same voxel index)",
+                l.id,
+                hu(k),
+                hu(k - 1),
+                hu(0)
+            );
+        }
         for c in &an.suppressed {
             println!(
                 "   suppressed {:.4} mL at {}; truth labels {:?}",
