@@ -118,8 +118,9 @@ pub fn locate(inputs: &LocateInputs, params: &CementParams) -> Result<Location, 
         },
     };
     let filled = carry::fill_body_holes(&mut anatomy.labels);
-    if filled > 0 {
-        tracing::debug!(filled, "cavities inside the vertebral body taken as body");
+    let bridged = carry::fill_body_gaps(&mut anatomy.labels, anatomy.spine_axis);
+    if filled + bridged > 0 {
+        tracing::debug!(filled, bridged, "cavities and thin gaps inside the vertebral body taken as body");
     }
     timing.insert("anatomy".to_string(), ms(t));
     warnings.extend(anatomy.warnings.iter().cloned());
@@ -149,6 +150,7 @@ pub fn locate(inputs: &LocateInputs, params: &CementParams) -> Result<Location, 
         if motion > 0.25 * min_spacing {
             anatomy = carry::carry(base, scan.geometry, shape, &reg);
             carry::fill_body_holes(&mut anatomy.labels);
+            carry::fill_body_gaps(&mut anatomy.labels, anatomy.spine_axis);
             // The cement stage's canal margin rule, judged by the same baseline cortex as `escape`.
             let post = SiteFrame::new(&anatomy).posterior();
             let metal = findings.metal.clone();

@@ -10,7 +10,11 @@
 //!   half-width — the anatomy labels the foramina as canal, lateral to the pedicles' inner edges.
 //! - **canal**: in the canal label, or behind the posterior wall inside the central canal's slab (width and
 //!   depth measured on the canal label at mid-body height). The slab catches cement the segmentation left
-//!   unlabelled because it made the canal look like bone.
+//!   unlabelled because it made the canal look like bone. Also an unlabelled voxel of that slab directly in
+//!   front of the canal label (within a voxel or [`CANAL_FRONT_GAP_MM`]): the canal's bone ring counts the
+//!   thin posterior cortex as wall, the body label stops short of it, and on coarse scans that unlabelled
+//!   row is where anterior epidural cement lies (hybrid L1 on the 3 mm trunk CT: a 0.38 mL canal leak, 11 of
+//!   its 14 voxels in that row and up to 4 mm in front of the wall plane, read as paraspinal).
 //! - **disc**: in the disc label (3), or beyond an endplate plane by less than the disc band, inside the
 //!   body's radius and anterior of the posterior wall (disc labels are thin and cement-filled discs are
 //!   sometimes cut from them).
@@ -67,6 +71,10 @@ pub const VEIN_MAX_DEPTH_MM: f64 = 6.0;
 pub const VEIN_MIN_LENGTH_MM: f64 = 6.0;
 /// Disc zone: this far beyond an endplate plane (adult discs are 4-12 mm high; tilt and blur).
 pub const DISC_BAND_MM: f64 = 15.0;
+/// The canal label may start this far behind an unlabelled voxel that is still at the canal's front: the
+/// 0.5-1 mm posterior cortex and its blur, which the canal's bone ring counts as wall while the body label
+/// stops short of it. On coarse scans the gap is one voxel (3 mm trunk CT), so one voxel is always allowed.
+pub const CANAL_FRONT_GAP_MM: f64 = 2.0;
 /// Used when the canal label gives too few voxels to measure (typical adult lumbar canal).
 const DEFAULT_CANAL_HALF_WIDTH_MM: f64 = 9.0;
 const DEFAULT_CANAL_DEPTH_MM: f64 = 16.0;
@@ -235,13 +243,19 @@ impl SiteFrame {
         (0..3).map(|a| g.axes[a].dot(dir).abs() * s[a]).sum()
     }
 
-    fn zone(&self, label: u8, c: &FrameCoords, p: Lps) -> Zone {
+    fn zone(&self, label: u8, c: &FrameCoords, p: Lps, canal_front: bool) -> Zone {
         let off_mid = (c.lateral - self.canal_mid_lateral).abs();
         if label == labels::CANAL {
             return if off_mid > self.canal_half_width + 1.0 { Zone::Foramen } else { Zone::Canal };
         }
         if label == labels::DISC {
             return Zone::Disc;
+        }
+        // Before the plane-based zones: the wall plane is the median of the wall and parallel to the canal
+        // line, so where the real wall tilts away from it (lower and upper body) the plane misses the canal's
+        // front by millimetres; the labels do not.
+        if canal_front {
+            return Zone::Canal;
         }
         let radial = c.lateral.hypot(c.anterior_posterior);
         if c.behind_wall < 0.0
@@ -255,6 +269,16 @@ impl SiteFrame {
             return Zone::Canal;
         }
         Zone::Outside
+    }
+
+    /// An unlabelled voxel of the central slab whose posterior neighbour (one voxel, or up to
+    /// [`CANAL_FRONT_GAP_MM`]) is canal: the row between the body label and the canal label.
+    fn at_canal_front(&self, labels: &LabelVolume, label: u8, c: &FrameCoords, p: Lps, step_mm: f64) -> bool {
+        label == labels::BACKGROUND
+            && (c.lateral - self.canal_mid_lateral).abs() <= self.canal_half_width
+            && [step_mm, step_mm.max(CANAL_FRONT_GAP_MM)]
+                .into_iter()
+                .any(|d| labels.at_lps(p + self.posterior * d) == Some(&labels::CANAL))
     }
 
     /// Unit direction out of the vertebral body at `p`: along the nearer endplate's normal where `p` lies
@@ -302,11 +326,13 @@ impl SiteFrame {
         // Extents of the whole component [0] and of its part behind the wall [1].
         let mut lo = [[f64::MAX; 3]; 2];
         let mut hi = [[f64::MIN; 3]; 2];
+        let step = Self::voxel_extent(g, self.posterior);
         for &v in &component.voxels {
             let p = g.voxel_to_lps(v);
             let label = labels.data.get(v).copied().unwrap_or(0);
             let c = self.coords(p);
-            counts[self.zone(label, &c, p) as usize] += 1;
+            let front = self.at_canal_front(labels, label, &c, p, step);
+            counts[self.zone(label, &c, p, front) as usize] += 1;
             let is_behind = c.behind_wall > -VEIN_FRONT_MM;
             behind += usize::from(is_behind);
             venous += usize::from(is_behind && self.venous(&c));
@@ -382,6 +408,84 @@ enum Zone {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::anatomy::{Endplates, Plane, PosteriorWall, TargetSource, Timings};
+    use crate::volume::{Spacing, Volume};
+    use ndarray::Array3;
+
+    /// A 3 mm grid (LPS y = 3 x row, posterior): body rows 0-4, one unlabelled row 5, canal rows 6-9 in
+    /// columns 4-8 (and a lateral strip in row 6 out to column 11); the wall plane at the canal's first row.
+    fn coarse_scene() -> (Anatomy, LabelVolume) {
+        let g = Geometry::axial_hfs(Lps([0.0; 3]), Spacing { slice: 3.0, row: 3.0, column: 3.0 });
+        let mut lab = Array3::<u8>::zeros((9, 14, 13));
+        for ((z, y, x), l) in lab.indexed_iter_mut() {
+            let _ = z;
+            if y < 5 && (2..11).contains(&x) {
+                *l = labels::VERTEBRAL_BODY;
+            } else if (6..10).contains(&y) && (4..9).contains(&x) || y == 6 && (9..12).contains(&x) {
+                *l = labels::CANAL;
+            }
+        }
+        let labels: LabelVolume = Volume::new(lab, g);
+        let up = Vec3([0.0, 0.0, 1.0]);
+        let anatomy = Anatomy {
+            labels: labels.clone(),
+            body_centroid: Lps([18.0, 6.0, 12.0]),
+            body_volume_ml: 10.0,
+            posterior_wall: PosteriorWall {
+                points: vec![Lps([18.0, 18.0, 12.0])],
+                normal: Vec3([0.0, 1.0, 0.0]),
+                point: Lps([18.0, 18.0, 12.0]),
+                defect_fraction: 0.0,
+                largest_defect_mm2: 0.0,
+            },
+            posterior_wall_intact: None,
+            endplates: Endplates {
+                superior: Plane { point: Lps([18.0, 6.0, 25.5]), normal: up },
+                inferior: Plane { point: Lps([18.0, 6.0, -1.5]), normal: up * -1.0 },
+                height_mm: 27.0,
+            },
+            level: None,
+            target_source: TargetSource::ScanCentre,
+            needle_tip: None,
+            spine_axis: up,
+            timings: Timings::default(),
+            warnings: Vec::new(),
+        };
+        (anatomy, labels)
+    }
+
+    fn component(voxels: Vec<[usize; 3]>) -> CementComponent {
+        CementComponent {
+            id: 1,
+            volume_ml: 0.027 * voxels.len() as f64,
+            centroid: Lps::default(),
+            max_hu: 1500.0,
+            touches_body: true,
+            previous_ml: None,
+            voxels,
+        }
+    }
+
+    #[test]
+    fn unlabelled_row_in_front_of_the_canal_label_is_canal() {
+        let (anatomy, labels) = coarse_scene();
+        let frame = SiteFrame::new(&anatomy);
+        // Three slices of the unlabelled row in the central slab, 3 mm in front of the wall plane.
+        let front: Vec<[usize; 3]> = (3..6).flat_map(|z| (5..8).map(move |x| [z, 5, x])).collect();
+        let e = frame.evidence(&labels, &component(front));
+        assert_eq!(e.canal, 1.0, "{e:?}");
+        assert_eq!(decide(e).site, Site::Canal);
+        // The same row beyond the slab (the canal label's lateral strip behind it), and an unlabelled voxel
+        // two rows in front of the canal label: not the canal's front.
+        let lateral = frame.evidence(&labels, &component(vec![[4, 5, 11]]));
+        assert_eq!(lateral.outside, 1.0, "{lateral:?}");
+        let mut labels2 = labels.clone();
+        for x in 0..13 {
+            labels2.data[[4, 4, x]] = 0;
+        }
+        let deeper = frame.evidence(&labels2, &component(vec![[4, 4, 6]]));
+        assert_eq!(deeper.outside, 1.0, "{deeper:?}");
+    }
 
     fn ev() -> RuleEvidence {
         RuleEvidence {
