@@ -244,7 +244,7 @@ fn phantom_overlay() {
 
 /// The same phantom patient scanned supine and prone: our labels agree in patient space.
 #[test]
-#[ignore = "not met on seed 9301: body 0.954, canal 0.936 (goal 0.98); slow"]
+#[ignore = "not met on seed 9301: body 0.938, canal 0.915 (goal 0.98; truth against truth 1.000); slow"]
 fn phantom_supine_and_prone_agree() {
     let mut scans = Vec::new();
     for pos in [PatientPosition::Hfs, PatientPosition::Hfp] {
@@ -261,13 +261,20 @@ fn phantom_supine_and_prone_agree() {
         scans.push((scan, a));
     }
     let (s0, a0) = &scans[0];
-    let (_, a1) = &scans[1];
-    let other = cementleak::volume::Volume::new(a1.labels.data.mapv(i16::from), a1.labels.geometry);
-    let on0 = anatomy_support::labels_on_grid(&other, &s0.ct.geometry, s0.ct.shape());
+    let (s1, a1) = &scans[1];
+    let on_supine = |l: &cementleak::volume::LabelVolume| {
+        let v = cementleak::volume::Volume::new(l.data.mapv(i16::from), l.geometry);
+        anatomy_support::labels_on_grid(&v, &s0.ct.geometry, s0.ct.shape())
+    };
+    let (ours1, truth1) = (on_supine(&a1.labels), on_supine(&s1.anatomy));
     let mut worst = 1.0f64;
     for (name, l) in [("body", labels::VERTEBRAL_BODY), ("canal", labels::CANAL)] {
-        let d = dice(&a0.labels.data.mapv(|v| v == l), &on0.mapv(|v| v == l));
-        println!("{name}: Dice supine vs prone {d:.4}");
+        let d = dice(&a0.labels.data.mapv(|v| v == l), &ours1.mapv(|v| v == l));
+        // The same comparison of the phantom's own truth: what voxelising one anatomy on two grids
+        // allows (the truth counts intravertebral cement as body).
+        let truth = |v: u8| v == l || (l == labels::VERTEBRAL_BODY && v == labels::CEMENT);
+        let ceiling = dice(&s0.anatomy.data.mapv(truth), &truth1.mapv(truth));
+        println!("{name}: Dice supine vs prone {d:.4} (truth vs truth on the same grids {ceiling:.4})");
         worst = worst.min(d);
     }
     assert!(worst >= 0.98, "worst Dice {worst:.4}");
