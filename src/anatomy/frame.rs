@@ -95,6 +95,38 @@ pub struct ScanBox {
     pub hi: [usize; 3],
 }
 
+/// `v.floor()` for finite `|v| < 2^52` (callers test the range first) without a libm call: the baseline
+/// x86-64 target has no rounding instruction, and the resampling floors three coordinates per sample.
+/// Same value (a zero may come out as +0.0 where `floor` gives -0.0; both index the same voxel).
+#[inline]
+fn floor_in_range(v: f64) -> f64 {
+    let t = v as i64 as f64;
+    if t > v {
+        t - 1.0
+    } else {
+        t
+    }
+}
+
+/// `v.round()` (halves away from zero) without a libm call, for the nearest-neighbour index of every scan
+/// voxel. Same value: `v - trunc(v)` is exact in floating point (a zero may come out as +0.0 where `round`
+/// gives -0.0; both index the same voxel); NaN and huge values go to `round` itself.
+#[inline]
+fn round_half_away(v: f64) -> f64 {
+    if v.is_nan() || v.abs() >= 4.0e15 {
+        return v.round();
+    }
+    let t = v as i64 as f64;
+    let frac = v - t;
+    if frac >= 0.5 {
+        t + 1.0
+    } else if frac <= -0.5 {
+        t - 1.0
+    } else {
+        t
+    }
+}
+
 /// `trilinear` on a standard-layout array's flat data: the same result without per-sample index checks
 /// of the 3-D view (the resampling is the largest pass over the scan).
 fn trilinear_flat(data: &[i16], shape: [usize; 3], c: [f64; 3]) -> f32 {
@@ -108,7 +140,7 @@ fn trilinear_flat(data: &[i16], shape: [usize; 3], c: [f64; 3]) -> f32 {
             return OUTSIDE_HU;
         }
         if n > 1 {
-            let f = c[a].floor().clamp(0.0, (n - 2) as f64);
+            let f = floor_in_range(c[a]).clamp(0.0, (n - 2) as f64);
             off += f as usize * strides[a];
             step[a] = strides[a];
             t[a] = (c[a] - f).clamp(0.0, 1.0) as f32;
@@ -178,7 +210,7 @@ pub fn labels_to_scan(frame: &Frame, labels: &Array3<u8>, ct: &CtVolume) -> Arra
             for x in bx.lo[2]..bx.hi[2] {
                 let f = [0, 1, 2]
                     .map(|a| base[a] + z as f64 * cols[0][a] + y as f64 * cols[1][a] + x as f64 * cols[2][a]);
-                let r = f.map(|v| v.round());
+                let r = f.map(round_half_away);
                 if (0..3).all(|a| r[a] >= 0.0 && r[a] < d[a] as f64) {
                     plane[(y, x)] = labels[(r[0] as usize, r[1] as usize, r[2] as usize)];
                 }
@@ -186,4 +218,29 @@ pub fn labels_to_scan(frame: &Frame, labels: &Array3<u8>, ct: &CtVolume) -> Arra
         }
     });
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fast_floor_and_round_give_the_libm_values() {
+        let mut vals =
+            vec![0.0, -0.0, 0.5, -0.5, 1.5, -1.5, 2.5, -2.5, 0.49999999999999994, -0.49999999999999994];
+        vals.extend([1e-300, -1e-300, 511.5, 511.49999999999994, 4503599627370495.5, -4503599627370495.5]);
+        let mut x = 0.1234f64;
+        for _ in 0..2000 {
+            x = (x * 7919.31).fract() * 1200.0 - 600.0;
+            vals.extend([x, x.round(), x.floor() + 0.5]);
+        }
+        for v in vals {
+            assert_eq!(round_half_away(v), v.round(), "round {v}");
+            if v.abs() < 4.0e15 {
+                assert_eq!(floor_in_range(v), v.floor(), "floor {v}");
+            }
+        }
+        assert!(round_half_away(f64::NAN).is_nan());
+        assert_eq!(round_half_away(1e300), 1e300);
+    }
 }

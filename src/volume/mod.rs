@@ -11,6 +11,7 @@
 //! threshold here).
 //! Label volumes are `u8` with the codes of the report spec.
 
+pub mod flat;
 pub mod geometry;
 pub mod position;
 
