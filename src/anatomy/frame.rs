@@ -57,13 +57,18 @@ impl Frame {
         let mut out = Array3::<f32>::from_elem(self.dims, OUTSIDE_HU);
         let data = ct.data.as_slice();
         out.axis_iter_mut(Axis(0)).into_par_iter().enumerate().for_each(|(k, mut plane)| {
-            for ((j, i), o) in plane.indexed_iter_mut() {
-                let (kf, jf, fi) = (k as f64, j as f64, i as f64);
-                let c = [0, 1, 2].map(|d| base[d] + kf * cols[0][d] + jf * cols[1][d] + fi * cols[2][d]);
-                *o = match data {
-                    Some(d) => trilinear_flat(d, shape, c),
-                    None => trilinear(&ct.data, shape, c),
-                };
+            for (j, mut line) in plane.outer_iter_mut().enumerate() {
+                let (kf, jf) = (k as f64, j as f64);
+                // The same left-to-right sum per sample, its first three terms shared along the line.
+                let row = [0, 1, 2].map(|d| base[d] + kf * cols[0][d] + jf * cols[1][d]);
+                for (i, o) in line.iter_mut().enumerate() {
+                    let fi = i as f64;
+                    let c = [0, 1, 2].map(|d| row[d] + fi * cols[2][d]);
+                    *o = match data {
+                        Some(d) => trilinear_flat(d, shape, c),
+                        None => trilinear(&ct.data, shape, c),
+                    };
+                }
             }
         });
         out
@@ -207,9 +212,9 @@ pub fn labels_to_scan(frame: &Frame, labels: &Array3<u8>, ct: &CtVolume) -> Arra
             return;
         }
         for y in bx.lo[1]..bx.hi[1] {
+            let row = [0, 1, 2].map(|a| base[a] + z as f64 * cols[0][a] + y as f64 * cols[1][a]);
             for x in bx.lo[2]..bx.hi[2] {
-                let f = [0, 1, 2]
-                    .map(|a| base[a] + z as f64 * cols[0][a] + y as f64 * cols[1][a] + x as f64 * cols[2][a]);
+                let f = [0, 1, 2].map(|a| row[a] + x as f64 * cols[2][a]);
                 let r = f.map(round_half_away);
                 if (0..3).all(|a| r[a] >= 0.0 && r[a] < d[a] as f64) {
                     plane[(y, x)] = labels[(r[0] as usize, r[1] as usize, r[2] as usize)];
