@@ -55,9 +55,28 @@ fn dt1d(f: &[f32], out: &mut [f32], v: &mut [usize], z: &mut [f32]) {
 /// Squared distance (pixels²) from every pixel to the nearest `true` pixel; `INF`-like when there is none.
 pub fn sq_distance_to(mask: ArrayView2<bool>) -> Array2<f32> {
     let (h, w) = mask.dim();
+    let mut d = row_sq_distances(mask);
+    let n = h.max(w);
+    let (mut buf, mut out, mut v, mut z) = (vec![0f32; n], vec![0f32; n], vec![0usize; n], vec![0f32; n + 1]);
+    for mut col in d.columns_mut() {
+        let len = col.len();
+        for (b, x) in buf.iter_mut().zip(col.iter()) {
+            *b = *x;
+        }
+        dt1d(&buf[..len], &mut out[..len], &mut v, &mut z);
+        for (x, o) in col.iter_mut().zip(out.iter()) {
+            *x = *o;
+        }
+    }
+    d
+}
+
+/// The first pass of [`sq_distance_to`]: along rows the input is binary, so the squared distance to the
+/// nearest set pixel on either side is found by two sweeps. These are the values `dt1d` gives a 0/INF row,
+/// to the bit (small integers).
+fn row_sq_distances(mask: ArrayView2<bool>) -> Array2<f32> {
+    let (h, w) = mask.dim();
     let mut d = Array2::<f32>::from_elem((h, w), INF);
-    // Along rows the input is binary: the squared distance to the nearest set pixel on either side, found
-    // by two sweeps. These are the values `dt1d` gives a 0/INF row, to the bit (small integers).
     for (m, mut row) in mask.rows().into_iter().zip(d.rows_mut()) {
         let mut last = None;
         for (q, (&set, o)) in m.iter().zip(row.iter_mut()).enumerate() {
@@ -81,25 +100,40 @@ pub fn sq_distance_to(mask: ArrayView2<bool>) -> Array2<f32> {
             }
         }
     }
-    let n = h.max(w);
-    let (mut buf, mut out, mut v, mut z) = (vec![0f32; n], vec![0f32; n], vec![0usize; n], vec![0f32; n + 1]);
-    for mut col in d.columns_mut() {
-        let len = col.len();
-        for (b, x) in buf.iter_mut().zip(col.iter()) {
-            *b = *x;
+    d
+}
+
+/// Pixels within `r` of a `true` pixel: `sq_distance_to(mask) <= r * r`, the same booleans, computed as
+/// the least `dy² + row distance` over the rows within reach only (a pixel farther than `r` rows away
+/// cannot be within `r`), a whole row at a time so that it vectorises. Exact: every term is a small
+/// integer, as in the general transform.
+fn within(mask: ArrayView2<bool>, r: f32) -> Array2<bool> {
+    let (h, w) = mask.dim();
+    let r2 = r * r;
+    let rows = row_sq_distances(mask);
+    // Rows up to `reach` away, one more than needed for rounding's sake; NaN reaches none (and matches
+    // nothing, as the threshold test does).
+    let reach = (r2.sqrt().ceil() as usize).saturating_add(1).min(h);
+    let mut out = Array2::from_elem((h, w), false);
+    let mut best = vec![0f32; w];
+    for (y, mut o) in out.rows_mut().into_iter().enumerate() {
+        best.iter_mut().for_each(|b| *b = f32::INFINITY);
+        for yy in y.saturating_sub(reach)..(y + reach + 1).min(h) {
+            let dy = (yy as f32 - y as f32).powi(2);
+            for (b, &g) in best.iter_mut().zip(rows.row(yy)) {
+                *b = b.min(dy + g);
+            }
         }
-        dt1d(&buf[..len], &mut out[..len], &mut v, &mut z);
-        for (x, o) in col.iter_mut().zip(out.iter()) {
-            *x = *o;
+        for (o, &b) in o.iter_mut().zip(&best) {
+            *o = b <= r2;
         }
     }
-    d
+    out
 }
 
 /// Dilation by a disc of radius `r` pixels.
 pub fn dilate(mask: &Array2<bool>, r: f32) -> Array2<bool> {
-    let r2 = r * r;
-    sq_distance_to(mask.view()).mapv(|d| d <= r2)
+    within(mask.view(), r)
 }
 
 /// Erosion by a disc of radius `r` pixels (outside the image counts as background).
@@ -108,9 +142,10 @@ pub fn erode(mask: &Array2<bool>, r: f32) -> Array2<bool> {
     // Pad by one so the border behaves as background.
     let mut inv = Array2::from_elem((h + 2, w + 2), true);
     Zip::from(inv.slice_mut(ndarray::s![1..h + 1, 1..w + 1])).and(mask).for_each(|o, &m| *o = !m);
-    let d = sq_distance_to(inv.view());
-    let r2 = r * r;
-    d.slice(ndarray::s![1..h + 1, 1..w + 1]).mapv(|v| v > r2)
+    let d = within(inv.view(), r);
+    // `!within` is "farther than r", except for a NaN radius, which nothing is farther than.
+    let nan = (r * r).is_nan();
+    d.slice(ndarray::s![1..h + 1, 1..w + 1]).mapv(|v| !v && !nan)
 }
 
 pub fn close(mask: &Array2<bool>, r: f32) -> Array2<bool> {
@@ -121,7 +156,8 @@ pub fn close(mask: &Array2<bool>, r: f32) -> Array2<bool> {
     big.slice_mut(ndarray::s![p..p + h, p..p + w]).assign(mask);
     let d = dilate(&big, r);
     let inv = d.mapv(|b| !b);
-    let e = sq_distance_to(inv.view()).mapv(|v| v > r * r);
+    let nan = (r * r).is_nan();
+    let e = within(inv.view(), r).mapv(|v| !v && !nan);
     e.slice(ndarray::s![p..p + h, p..p + w]).to_owned()
 }
 
@@ -442,6 +478,56 @@ mod tests {
             }
             let fast = sq_distance_to(m.view());
             assert!(fast.iter().zip(&d).all(|(a, b)| a.to_bits() == b.to_bits()), "{h}x{w}");
+        }
+    }
+
+    #[test]
+    fn within_is_the_thresholded_transform() {
+        let mut state = 3u64;
+        let mut next = || {
+            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            (state >> 33) as u32
+        };
+        for (h, w, density) in [(31, 47, 9), (5, 200, 60), (40, 3, 2), (16, 16, 1000), (60, 50, 150)] {
+            let m = Array2::from_shape_fn((h, w), |_| next() % density == 0);
+            let d = sq_distance_to(m.view());
+            let radii =
+                [0.0, 0.5, 1.0, 1.2, 1.5, 2.0, 2.5, 2.9999998, 3.0, 3.6, 4.0, 7.3, 12.0, 30.0, 1e6, -2.0];
+            for r in radii.into_iter().chain([f32::NAN, f32::INFINITY]) {
+                let want = d.mapv(|v| v <= r * r);
+                assert_eq!(within(m.view(), r), want, "{h}x{w} r {r}");
+                assert_eq!(dilate(&m, r), want);
+            }
+        }
+    }
+
+    #[test]
+    fn erode_and_close_are_the_thresholded_transforms() {
+        let mut state = 5u64;
+        let mut next = || {
+            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            (state >> 33) as u32
+        };
+        for (h, w, density) in [(31, 47, 2), (25, 30, 3), (12, 70, 5)] {
+            let m = Array2::from_shape_fn((h, w), |_| next() % density != 0);
+            for r in [0.0, 1.0, 1.5, 2.4, 3.0, 5.5, f32::NAN] {
+                // The transform-based definitions these replace.
+                let mut inv = Array2::from_elem((h + 2, w + 2), true);
+                Zip::from(inv.slice_mut(ndarray::s![1..h + 1, 1..w + 1])).and(&m).for_each(|o, &v| *o = !v);
+                let eroded =
+                    sq_distance_to(inv.view()).slice(ndarray::s![1..h + 1, 1..w + 1]).mapv(|v| v > r * r);
+                assert_eq!(erode(&m, r), eroded, "erode {h}x{w} r {r}");
+                let p = if r.is_nan() { 1 } else { r.ceil() as usize + 1 };
+                let mut big = Array2::from_elem((h + 2 * p, w + 2 * p), false);
+                big.slice_mut(ndarray::s![p..p + h, p..p + w]).assign(&m);
+                let dil = sq_distance_to(big.view()).mapv(|v| v <= r * r).mapv(|b| !b);
+                let closed = sq_distance_to(dil.view()).mapv(|v| v > r * r);
+                assert_eq!(
+                    close(&m, r),
+                    closed.slice(ndarray::s![p..p + h, p..p + w]).to_owned(),
+                    "close r {r}"
+                );
+            }
         }
     }
 
