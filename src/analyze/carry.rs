@@ -6,7 +6,7 @@
 //! where the anatomy is on the scan.
 
 use crate::anatomy::morphology::fill_holes;
-use crate::anatomy::{Anatomy, Plane};
+use crate::anatomy::{Anatomy, Endplates, Plane, PosteriorWall};
 use crate::cement::RigidTransform;
 use crate::volume::{labels, Geometry, IndexBox, LabelVolume, Lps, Vec3, Volume};
 use ndarray::{s, Array3, Axis, Zip};
@@ -26,17 +26,30 @@ pub fn carry(
     let origin = to_scan.apply(Lps([0.0; 3]));
     let dir = |v: Vec3| to_scan.apply(Lps(v.0)) - origin;
     let plane = |p: &Plane| Plane { point: point(p.point), normal: dir(p.normal) };
-    let mut out = base.clone();
-    out.labels = carry_labels(&base.labels, geometry, shape, scan_to_base);
-    out.body_centroid = point(base.body_centroid);
-    out.posterior_wall.points = base.posterior_wall.points.iter().map(|p| point(*p)).collect();
-    out.posterior_wall.normal = dir(base.posterior_wall.normal);
-    out.posterior_wall.point = point(base.posterior_wall.point);
-    out.endplates.superior = plane(&base.endplates.superior);
-    out.endplates.inferior = plane(&base.endplates.inferior);
-    out.needle_tip = base.needle_tip.map(point);
-    out.spine_axis = dir(base.spine_axis);
-    out
+    // Field by field rather than `base.clone()` and overwrite: the label volume is the size of the scan.
+    Anatomy {
+        labels: carry_labels(&base.labels, geometry, shape, scan_to_base),
+        body_centroid: point(base.body_centroid),
+        body_volume_ml: base.body_volume_ml,
+        posterior_wall: PosteriorWall {
+            points: base.posterior_wall.points.iter().map(|p| point(*p)).collect(),
+            normal: dir(base.posterior_wall.normal),
+            point: point(base.posterior_wall.point),
+            ..base.posterior_wall
+        },
+        posterior_wall_intact: base.posterior_wall_intact,
+        endplates: Endplates {
+            superior: plane(&base.endplates.superior),
+            inferior: plane(&base.endplates.inferior),
+            ..base.endplates
+        },
+        level: base.level.clone(),
+        target_source: base.target_source,
+        needle_tip: base.needle_tip.map(point),
+        spine_axis: dir(base.spine_axis),
+        timings: base.timings.clone(),
+        warnings: base.warnings.clone(),
+    }
 }
 
 /// Nearest-neighbour resampling of a label map, restricted to the scan voxels that can map into the

@@ -112,9 +112,32 @@ pub fn split_escaped(
     previous: Option<&CtVolume>,
     min_leak_ml: f64,
 ) -> usize {
+    // The probe reads the metal mask while the rest of the findings change: lent out for the call rather
+    // than copied (it is the size of the scan).
+    let metal = take_metal(findings);
+    let moved = split_escaped_beside(findings, &metal, frame, scan, baseline, previous, min_leak_ml);
+    findings.metal = metal;
+    moved
+}
+
+/// `findings.metal`, leaving an empty mask in its place until it is put back.
+pub(super) fn take_metal(findings: &mut CementFindings) -> crate::volume::Mask {
+    let empty =
+        crate::volume::Volume::new(ndarray::Array3::from_elem((0, 0, 0), false), findings.metal.geometry);
+    std::mem::replace(&mut findings.metal, empty)
+}
+
+fn split_escaped_beside(
+    findings: &mut CementFindings,
+    metal: &crate::volume::Mask,
+    frame: &SiteFrame,
+    scan: &CtVolume,
+    baseline: Option<&CtVolume>,
+    previous: Option<&CtVolume>,
+    min_leak_ml: f64,
+) -> usize {
     let post = frame.posterior();
-    let metal = findings.metal.clone();
-    let probe = CortexProbe::new(&metal, findings.baseline_registration, baseline);
+    let probe = CortexProbe::new(metal, findings.baseline_registration, baseline);
     // Some(true) behind the cortex, Some(false) in front of it, None when it cannot be judged.
     let behind_cortex = |p: Lps| -> Option<bool> {
         match baseline {

@@ -153,7 +153,8 @@ pub fn locate(inputs: &LocateInputs, params: &CementParams) -> Result<Location, 
             carry::fill_body_gaps(&mut anatomy.labels, anatomy.spine_axis);
             // The cement stage's canal margin rule, judged by the same baseline cortex as `escape`.
             let post = SiteFrame::new(&anatomy).posterior();
-            let metal = findings.metal.clone();
+            // Lent out, not copied, while the split changes the other findings (see `escape`).
+            let metal = escape::take_metal(&mut findings);
             let probe = escape::CortexProbe::new(&metal, findings.baseline_registration, inputs.baseline);
             let g = scan.geometry;
             let behind_wall =
@@ -168,6 +169,7 @@ pub fn locate(inputs: &LocateInputs, params: &CementParams) -> Result<Location, 
                 scan,
                 inputs.previous,
             );
+            findings.metal = metal;
             tracing::info!(motion, ?r, "baseline anatomy carried through the registration");
         }
     }

@@ -5,13 +5,17 @@ use crate::anatomy::PosteriorWall;
 use crate::cement::CementFindings;
 use crate::volume::{labels, LabelVolume, Lps, Mask};
 
-/// Indices `[slice, row, column]` of the set voxels of a mask, in storage order. Walks the flat buffer:
-/// several times faster than `indexed_iter` on the mostly empty 10-million-voxel masks of a scan.
+/// Indices `[slice, row, column]` of the set voxels of a mask, in storage order. Walks the flat buffer a
+/// block at a time (`volume::flat`): the masks of a scan are mostly empty.
 pub fn mask_voxels(mask: &Mask) -> Vec<[usize; 3]> {
     let [_, ny, nx] = mask.shape();
     let to_index = |i: usize| [i / (ny * nx), (i / nx) % ny, i % nx];
     match mask.data.as_slice() {
-        Some(flat) => flat.iter().enumerate().filter(|(_, &c)| c).map(|(i, _)| to_index(i)).collect(),
+        Some(flat) => {
+            let mut out = Vec::new();
+            crate::volume::flat::for_each_set(flat, |i, _| out.push(to_index(i)));
+            out
+        }
         None => mask.data.indexed_iter().filter(|(_, &c)| c).map(|((z, y, x), _)| [z, y, x]).collect(),
     }
 }

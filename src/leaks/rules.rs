@@ -188,9 +188,9 @@ impl SiteFrame {
                 &owned
             }
         };
-        for (i, &l) in flat.iter().enumerate() {
+        crate::volume::flat::for_each_set(flat, |i, l| {
             if l != labels::CANAL && l != labels::VERTEBRAL_BODY {
-                continue;
+                return;
             }
             let c = self.coords(g.voxel_to_lps([i / (ny * nx), (i / nx) % ny, i % nx]));
             if l == labels::VERTEBRAL_BODY {
@@ -199,7 +199,7 @@ impl SiteFrame {
                 lat.push(c.lateral);
                 depth.push(c.behind_wall);
             }
-        }
+        });
         if let Some(r) = quantile(&mut radius, 0.9) {
             self.body_radius = r;
         }

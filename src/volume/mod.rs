@@ -11,6 +11,7 @@
 //! threshold here).
 //! Label volumes are `u8` with the codes of the report spec.
 
+pub mod flat;
 pub mod geometry;
 pub mod position;
 
@@ -64,6 +65,12 @@ impl<T: Sync> Volume<T> {
             .map(|(z, plane)| {
                 let mut found = None;
                 for (y, row) in plane.outer_iter().enumerate() {
+                    // Most rows hold nothing: a fold without early exit over the row is vectorised.
+                    if let Some(r) = row.as_slice() {
+                        if !r.iter().fold(false, |a, v| a | keep(v)) {
+                            continue;
+                        }
+                    }
                     let Some(first) = row.iter().position(&keep) else { continue };
                     let last = row.len() - 1 - row.iter().rev().position(&keep).unwrap_or(0);
                     found = merge(found, Some(([z, y, first], [z, y, last])));
