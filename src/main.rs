@@ -28,26 +28,7 @@ enum Command {
     Patches(cli::patches::Args),
 }
 
-/// glibc hands freed blocks of a few megabytes back to the kernel and maps fresh ones for the next
-/// allocation, and every page of a fresh mapping costs a fault and the kernel's zeroing on first touch.
-/// The pipeline allocates and frees scan-sized masks and crops throughout (`analyze` on a 512 x 512 x 40
-/// sequence: 49k page faults, 37k with this). A short-lived command keeps freed memory for reuse.
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-fn reuse_freed_memory() {
-    // SAFETY: mallopt only sets allocator thresholds; called first thing, before any other thread runs.
-    // A rejected value leaves glibc's default, so the return codes need no handling.
-    unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
-        libc::mallopt(libc::M_TRIM_THRESHOLD, libc::c_int::MAX);
-        libc::mallopt(libc::M_ARENA_MAX, 1);
-    }
-}
-
-#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-fn reuse_freed_memory() {}
-
 fn main() -> ExitCode {
-    reuse_freed_memory();
     cli::init_logging();
     // A damaged file can make a third-party decoder panic; the loader turns that into its one-line error.
     cementleak::load::dicom::contain::install_panic_hook();
