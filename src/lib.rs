@@ -21,3 +21,13 @@ pub mod render;
 pub mod report;
 pub mod volume;
 pub mod write;
+
+/// Reproducible pseudo-random numbers for unit tests (a 64-bit LCG's high bits; no crate needed).
+#[cfg(test)]
+pub(crate) fn test_rng(seed: u64) -> impl FnMut() -> u32 {
+    let mut state = seed;
+    move || {
+        state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        (state >> 33) as u32
+    }
+}

@@ -207,13 +207,9 @@ fn first(lo: usize, hi: usize, pred: impl Fn(usize) -> bool) -> usize {
     a
 }
 
-/// Nearest-neighbour transfer of a frame label array to the scan grid (0 outside the frame).
-pub fn labels_to_scan(frame: &Frame, labels: &Array3<u8>, ct: &CtVolume) -> Array3<u8> {
-    let shape = ct.shape();
-    let mut out = Array3::<u8>::zeros(shape);
-    let bx = frame.scan_voxels_in_frame(&ct.geometry, shape);
-    let g = &ct.geometry;
-    // Affine scan index -> frame index.
+/// The affine map from scan index to frame index: the frame index of scan voxel (0, 0, 0) and how it moves
+/// per step along each scan axis.
+fn scan_to_frame_affine(frame: &Frame, g: &crate::volume::Geometry) -> ([f64; 3], [[f64; 3]; 3]) {
     let base = frame.lps_to_index(g.index_to_lps([0.0; 3]));
     let cols: [[f64; 3]; 3] = [0, 1, 2].map(|a| {
         let mut e = [0.0; 3];
@@ -221,6 +217,15 @@ pub fn labels_to_scan(frame: &Frame, labels: &Array3<u8>, ct: &CtVolume) -> Arra
         let q = frame.lps_to_index(g.index_to_lps(e));
         [q[0] - base[0], q[1] - base[1], q[2] - base[2]]
     });
+    (base, cols)
+}
+
+/// Nearest-neighbour transfer of a frame label array to the scan grid (0 outside the frame).
+pub fn labels_to_scan(frame: &Frame, labels: &Array3<u8>, ct: &CtVolume) -> Array3<u8> {
+    let shape = ct.shape();
+    let mut out = Array3::<u8>::zeros(shape);
+    let bx = frame.scan_voxels_in_frame(&ct.geometry, shape);
+    let (base, cols) = scan_to_frame_affine(frame, &ct.geometry);
     let d = frame.dims;
     Zip::indexed(out.axis_iter_mut(Axis(0))).par_for_each(|z, mut plane| {
         if z < bx.lo[0] || z >= bx.hi[0] {
@@ -276,13 +281,7 @@ mod tests {
             let labels = Array3::from_shape_fn(dims, |(k, j, i)| ((k * 7 + j * 3 + i) % 5) as u8);
             let fast = labels_to_scan(&frame, &labels, &ct);
             // Every voxel of the scan tested, as before.
-            let base = frame.lps_to_index(g.index_to_lps([0.0; 3]));
-            let cols: [[f64; 3]; 3] = [0, 1, 2].map(|a| {
-                let mut e = [0.0; 3];
-                e[a] = 1.0;
-                let q = frame.lps_to_index(g.index_to_lps(e));
-                [q[0] - base[0], q[1] - base[1], q[2] - base[2]]
-            });
+            let (base, cols) = scan_to_frame_affine(&frame, &g);
             let want = Array3::from_shape_fn(ct.shape(), |(z, y, x)| {
                 let f = [0, 1, 2]
                     .map(|a| base[a] + z as f64 * cols[0][a] + y as f64 * cols[1][a] + x as f64 * cols[2][a]);

@@ -430,11 +430,7 @@ mod tests {
     #[test]
     fn gaussian_is_bitwise_the_per_sample_loop() {
         // Pseudo-random HU with runs of samples outside the scan, odd sizes, every axis alone and together.
-        let mut state = 12345u64;
-        let mut next = || {
-            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-            (state >> 33) as u32
-        };
+        let mut next = crate::test_rng(12345);
         let vol = Array3::from_shape_fn((9, 13, 17), |(z, y, x)| {
             let v = next();
             if (z + 2 * y + x) % 23 == 0 || v % 17 == 0 {
@@ -452,11 +448,7 @@ mod tests {
 
     #[test]
     fn row_sweeps_give_the_general_transform_to_the_bit() {
-        let mut state = 7u64;
-        let mut next = || {
-            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-            (state >> 33) as u32
-        };
+        let mut next = crate::test_rng(7);
         for (h, w, density) in [(31, 47, 9), (5, 200, 60), (40, 3, 2), (16, 16, 1000)] {
             let m = Array2::from_shape_fn((h, w), |_| next() % density == 0);
             // Both passes by the general 1-D transform, as before the row sweeps.
@@ -483,11 +475,7 @@ mod tests {
 
     #[test]
     fn within_is_the_thresholded_transform() {
-        let mut state = 3u64;
-        let mut next = || {
-            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-            (state >> 33) as u32
-        };
+        let mut next = crate::test_rng(3);
         for (h, w, density) in [(31, 47, 9), (5, 200, 60), (40, 3, 2), (16, 16, 1000), (60, 50, 150)] {
             let m = Array2::from_shape_fn((h, w), |_| next() % density == 0);
             let d = sq_distance_to(m.view());
@@ -503,11 +491,7 @@ mod tests {
 
     #[test]
     fn erode_and_close_are_the_thresholded_transforms() {
-        let mut state = 5u64;
-        let mut next = || {
-            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-            (state >> 33) as u32
-        };
+        let mut next = crate::test_rng(5);
         for (h, w, density) in [(31, 47, 2), (25, 30, 3), (12, 70, 5)] {
             let m = Array2::from_shape_fn((h, w), |_| next() % density != 0);
             for r in [0.0, 1.0, 1.5, 2.4, 3.0, 5.5, f32::NAN] {

@@ -178,6 +178,22 @@ pub(crate) fn resample<T: Copy + Into<f32> + Sync>(
     Resampled { value, support_max }
 }
 
+/// Normalised Gaussian taps out to 3 sigma, for sigmas up to 2 voxels; wider ones are three box passes.
+fn gaussian_taps(sigma: f64) -> Option<Vec<f32>> {
+    (sigma <= 2.0).then(|| {
+        let r = (3.0 * sigma).ceil() as isize;
+        let k: Vec<f64> = (-r..=r).map(|i| (-0.5 * (i as f64 / sigma).powi(2)).exp()).collect();
+        let sum: f64 = k.iter().sum();
+        k.iter().map(|w| (w / sum) as f32).collect()
+    })
+}
+
+/// Half-width of the three boxes that stand in for a Gaussian of `sigma`: three boxes of width w have
+/// variance (w^2 - 1) / 4.
+fn box_radius(sigma: f64) -> usize {
+    ((((4.0 * sigma * sigma + 1.0).sqrt() - 1.0) / 2.0).round() as usize).max(1)
+}
+
 /// Gaussian smoothing with per-axis sigma in voxels; edges are clamped. Up to 2 voxels the exact kernel,
 /// above it three box filters (running sums, cost independent of sigma, sigma within ~15%).
 ///
@@ -191,14 +207,8 @@ pub(crate) fn smooth(data: &[f32], shape: [usize; 3], sigma: [f64; 3]) -> Vec<f3
         if sigma[axis] < 0.2 || n < 2 {
             continue;
         }
-        let kernel: Option<Vec<f32>> = (sigma[axis] <= 2.0).then(|| {
-            let r = (3.0 * sigma[axis]).ceil() as isize;
-            let k: Vec<f64> = (-r..=r).map(|i| (-0.5 * (i as f64 / sigma[axis]).powi(2)).exp()).collect();
-            let sum: f64 = k.iter().sum();
-            k.iter().map(|w| (w / sum) as f32).collect()
-        });
-        // Three boxes of width w have variance (w^2 - 1) / 4.
-        let r = ((((4.0 * sigma[axis] * sigma[axis] + 1.0).sqrt() - 1.0) / 2.0).round() as usize).max(1);
+        let kernel = gaussian_taps(sigma[axis]);
+        let r = box_radius(sigma[axis]);
         // `width` adjacent lanes of length `n`: lane e's sample x at `x * stride + e` in `inp` and `out`.
         let filter = |inp: &[f32], istride: usize, out: &mut [f32], ostride: usize, width: usize| {
             let lanes = Lanes { n, width, istride, ostride };
@@ -337,13 +347,8 @@ mod tests {
             if sigma[axis] < 0.2 || n < 2 {
                 continue;
             }
-            let kernel: Option<Vec<f32>> = (sigma[axis] <= 2.0).then(|| {
-                let r = (3.0 * sigma[axis]).ceil() as isize;
-                let k: Vec<f64> = (-r..=r).map(|i| (-0.5 * (i as f64 / sigma[axis]).powi(2)).exp()).collect();
-                let sum: f64 = k.iter().sum();
-                k.iter().map(|w| (w / sum) as f32).collect()
-            });
-            let r = ((((4.0 * sigma[axis] * sigma[axis] + 1.0).sqrt() - 1.0) / 2.0).round() as usize).max(1);
+            let kernel = gaussian_taps(sigma[axis]);
+            let r = box_radius(sigma[axis]);
             let st = strides[axis];
             let others: Vec<usize> = (0..3).filter(|&a| a != axis).collect();
             let src = cur.clone();
@@ -375,11 +380,7 @@ mod tests {
 
     #[test]
     fn smooth_is_bitwise_the_lane_at_a_time_filter() {
-        let mut state = 99u64;
-        let mut next = || {
-            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-            (state >> 33) as u32
-        };
+        let mut next = crate::test_rng(99);
         for shape in [[7, 11, 13], [1, 5, 600], [3, 2, 700], [9, 1, 1], [700, 2, 1]] {
             let len = shape.iter().product::<usize>();
             let data: Vec<f32> = (0..len).map(|_| (next() % 4000) as f32 - 1000.0 + 0.25).collect();
