@@ -125,6 +125,13 @@ pub fn fill_body_holes(labels: &mut LabelVolume) -> usize {
     changed
 }
 
+/// The body label's holes ([`fill_body_holes`]) and thin gaps along the spine axis ([`fill_body_gaps`])
+/// taken as body, as every anatomy `locate` uses gets them. Returns how many voxels each changed.
+pub fn fill_body(labels: &mut LabelVolume, spine_axis: Vec3) -> (usize, usize) {
+    let filled = fill_body_holes(labels);
+    (filled, fill_body_gaps(labels, spine_axis))
+}
+
 /// Longest unlabelled run along the spine axis, between body above and body below, taken as body by
 /// [`fill_body_gaps`]: a needle (8-13 G, 2.4-4.2 mm across) or one dark slice of marrow, never a disc (discs
 /// are labelled and lie between two vertebrae, not inside one body label).

@@ -117,8 +117,7 @@ pub fn locate(inputs: &LocateInputs, params: &CementParams) -> Result<Location, 
             }
         },
     };
-    let filled = carry::fill_body_holes(&mut anatomy.labels);
-    let bridged = carry::fill_body_gaps(&mut anatomy.labels, anatomy.spine_axis);
+    let (filled, bridged) = carry::fill_body(&mut anatomy.labels, anatomy.spine_axis);
     if filled + bridged > 0 {
         tracing::debug!(filled, bridged, "cavities and thin gaps inside the vertebral body taken as body");
     }
@@ -149,8 +148,7 @@ pub fn locate(inputs: &LocateInputs, params: &CementParams) -> Result<Location, 
         let min_spacing = scan.geometry.spacing.zyx().into_iter().fold(f64::MAX, f64::min);
         if motion > 0.25 * min_spacing {
             anatomy = carry::carry(base, scan.geometry, shape, &reg);
-            carry::fill_body_holes(&mut anatomy.labels);
-            carry::fill_body_gaps(&mut anatomy.labels, anatomy.spine_axis);
+            carry::fill_body(&mut anatomy.labels, anatomy.spine_axis);
             // The cement stage's canal margin rule, judged by the same baseline cortex as `escape`.
             let post = SiteFrame::new(&anatomy).posterior();
             // Lent out, not copied, while the split changes the other findings (see `escape`).

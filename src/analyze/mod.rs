@@ -24,8 +24,9 @@
 //!   lesions are dark there and the body can come out too small, or the canal label can reach into the
 //!   body. Two checks against the baseline's own cortex soften this: leak components that have the nearest
 //!   cortex *outside* them are intravertebral (`reclaim`), and intravertebral cement behind the posterior
-//!   wall with the cortex in front of it is a leak (`escape`). Cavities the body encloses within a slice
-//!   are body (`carry::fill_body_holes`).
+//!   wall with the cortex in front of it is a leak (`escape`). Cavities the body encloses within a slice,
+//!   and runs of up to 4 mm along the spine with body above and below (the needle's track, a dark slice),
+//!   are body (`carry::fill_body`).
 //! - A scan where no treated vertebra is found still gets a report (`vertebra.found: false`) with a `pause`
 //!   alert: nothing can be said about leaks, so injection must not go on without a look at the images.
 //!   Only an unusable image (empty, degenerate geometry) is an error.
