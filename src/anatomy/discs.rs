@@ -123,13 +123,20 @@ pub fn levels(
     let next_up = up.is_some_and(|(_, b, _)| b < last);
     let next_dn = dn.is_some_and(|(a, _, _)| a > first);
     // The neighbours' endplates, like the target's, end at their peaks.
-    let up_peak = up.filter(|_| next_up).and_then(|(_, b, _)| {
-        first_peak(profile, (b..=(b + reach).min(last - 1)).collect()).map(|k| k as f64 - 0.5)
-    });
-    let dn_peak = dn.filter(|_| next_dn).and_then(|(a, _, _)| {
+    let up_peak_k = up
+        .filter(|_| next_up)
+        .and_then(|(_, b, _)| first_peak(profile, (b..=(b + reach).min(last - 1)).collect()));
+    let dn_peak_k = dn.filter(|_| next_dn).and_then(|(a, _, _)| {
         first_peak(profile, (a.saturating_sub(reach + 1).max(first)..a).rev().collect())
-            .map(|k| k as f64 + 0.5)
     });
+    // Each disc's lowest point, from which the endplates on both sides are found at half height.
+    let up_valley = up.and_then(|(a, b, _)| lowest(profile, a..b));
+    let dn_valley = dn.and_then(|(a, b, _)| lowest(profile, a..b));
+    let half_height = |peak: Option<usize>, valley: Option<usize>| {
+        peak.zip(valley).and_then(|(p, v)| half_way(profile, p, v))
+    };
+    let up_peak = half_height(up_peak_k, up_valley).or(up_peak_k.map(|k| k as f64 - 0.5));
+    let dn_peak = half_height(dn_peak_k, dn_valley).or(dn_peak_k.map(|k| k as f64 + 0.5));
 
     // Column-wise refinement within the body's mid-height cross-section: in a window around the profile's
     // boundary, the step edge (mean on one side minus the other) is strongest at the endplate.
@@ -188,8 +195,20 @@ pub fn levels(
     let recentre = |p: KPlane, at: f64| KPlane { a: p.a + at - p.at(ax.j, ax.i), ..p };
     let toward = |edge: f64, peak: f64| edge + TOWARD_PEAK * (peak - edge);
     let snap = |p: KPlane, peak: f64| recentre(p, toward(p.at(ax.j, ax.i), peak));
-    let top = snap(fit(top0, true), target.1 as f64 - 0.5);
-    let bottom = snap(fit(bottom0, false), target.0 as f64 - 0.5);
+    // Where the disc next to it is seen, the endplate lies where the profile is halfway between the
+    // endplate's peak and the disc's lowest point: the blur spreads the edge evenly about it whatever the
+    // disc's thickness, while the step detector's window, wider than a thin disc, lands inside it (a 5 mm
+    // thoracic disc: 2 mm in, and disc leaks next to the endplate were counted as intravertebral).
+    let top_half = half_height(Some(target.1.saturating_sub(1)), up_valley);
+    let bottom_half = half_height(Some(target.0), dn_valley);
+    let top = match top_half {
+        Some(k) => recentre(fit(top0, true), k),
+        None => snap(fit(top0, true), target.1 as f64 - 0.5),
+    };
+    let bottom = match bottom_half {
+        Some(k) => recentre(fit(bottom0, false), k),
+        None => snap(fit(bottom0, false), target.0 as f64 - 0.5),
+    };
     // A disc's far side must stay a disc's thickness away from the body's endplate.
     let min_disc = f.px(MIN_DISC_MM);
     let (top_c, bottom_c) = (top.at(ax.j, ax.i), bottom.at(ax.j, ax.i));
@@ -223,6 +242,35 @@ fn endplate_peaks(profile: &[Option<f32>], a: usize, b: usize, reach: usize) -> 
     let lo = first_peak(profile, (a..=a + reach).collect()).unwrap_or(a);
     let hi = first_peak(profile, (b - 1 - reach..b).rev().collect()).map_or(b, |k| k + 1);
     (lo, hi)
+}
+
+/// The slice of `range` with the lowest profile value.
+fn lowest(profile: &[Option<f32>], range: std::ops::Range<usize>) -> Option<usize> {
+    range.filter_map(|k| Some((k, (*profile.get(k)?)?))).min_by(|a, b| a.1.total_cmp(&b.1)).map(|(k, _)| k)
+}
+
+/// Position (slice centres at whole numbers) where the profile, walked from the endplate's `peak` slice
+/// toward the disc's `valley` slice, first falls to halfway between the two, interpolated between slices.
+/// None when the peak is not above the valley or a slice between them lies outside the scan.
+fn half_way(profile: &[Option<f32>], peak: usize, valley: usize) -> Option<f64> {
+    let v = |k: usize| profile.get(k).copied().flatten();
+    let (hp, hv) = (v(peak)?, v(valley)?);
+    if hp <= hv {
+        return None;
+    }
+    let level = (hp + hv) / 2.0;
+    let dir: isize = if valley > peak { 1 } else { -1 };
+    let mut prev = (peak, hp);
+    while prev.0 != valley {
+        let k = (prev.0 as isize + dir) as usize;
+        let x = v(k)?;
+        if x <= level {
+            let frac = ((prev.1 - level) / (prev.1 - x)) as f64;
+            return Some(prev.0 as f64 + dir as f64 * frac);
+        }
+        prev = (k, x);
+    }
+    None
 }
 
 /// The first of the slices `ks` (in order) within [`PEAK_TOL_HU`] of their highest value.
