@@ -29,8 +29,8 @@ const REFINE_MM: f64 = 5.0;
 /// threshold, or its steepest step) lies 2–4 mm outside the body; the peak is searched this far inward from
 /// the transition.
 const ENDPLATE_REACH_MM: f64 = 4.0;
-/// Where the boundary goes between the steepest step (outside the body) and the endplate's peak (inside
-/// it: the cortex is the body's outer layer): halfway. The phantoms' truth sits near the peak, the trunk
+/// Where no disc is seen next to an endplate (the scan ends), the boundary goes between the steepest step
+/// (outside the body) and the endplate's peak (inside it: the cortex is the body's outer layer): halfway. The phantoms' truth sits near the peak, the trunk
 /// CT's reference masks about a slice beyond it; the peak itself cut L1 of the trunk CT to Dice 0.82.
 const TOWARD_PEAK: f64 = 0.5;
 /// Values within this of the window's maximum count as the peak (the first one from the disc side: cement
@@ -122,7 +122,7 @@ pub fn levels(
     let dn_end = dn.map(|(a, _, _)| a as f64 - 0.5);
     let next_up = up.is_some_and(|(_, b, _)| b < last);
     let next_dn = dn.is_some_and(|(a, _, _)| a > first);
-    // The neighbours' endplates, like the target's, end at their peaks.
+    // The neighbours' endplates, like the target's, end at their peaks (see `half_height` below).
     let up_peak_k = up
         .filter(|_| next_up)
         .and_then(|(_, b, _)| first_peak(profile, (b..=(b + reach).min(last - 1)).collect()));
@@ -562,6 +562,25 @@ mod dump {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn endplate_at_half_height_between_peak_and_disc() {
+        // Body marrow 200, endplate peak 400 at slice 4, disc 80 from slice 7; slice 9 outside the scan.
+        let p: Vec<Option<f32>> = [200.0, 200.0, 220.0, 280.0, 400.0, 300.0, 150.0, 80.0, 90.0]
+            .into_iter()
+            .map(Some)
+            .chain([None])
+            .collect();
+        // Halfway is 240: between slice 5 (300) and 6 (150), 60/150 of the way.
+        let k = half_way(&p, 4, 7).expect("edge");
+        assert!((k - 5.4).abs() < 1e-6, "{k}");
+        // Walking down toward a lower point below works the same way: 300 between slice 4 and 3 (280).
+        let k = half_way(&p, 4, 0).expect("edge");
+        assert!((k - (4.0 - 100.0 / 120.0)).abs() < 1e-6, "{k}");
+        assert_eq!(lowest(&p, 5..10), Some(7));
+        assert_eq!(half_way(&p, 7, 4), None, "a peak below its valley");
+        assert_eq!(half_way(&p, 8, 9), None, "the valley outside the scan");
+    }
 
     /// A recorded profile (HU) and shell coverage (per cent) as the split reads them.
     fn recorded(hu: &[i32], cov: &[i32]) -> (Vec<Option<f32>>, Vec<f64>) {
