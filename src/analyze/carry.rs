@@ -208,17 +208,17 @@ mod tests {
     use super::*;
     use crate::volume::Spacing;
 
+    /// `slices` slices of 12 x 12 voxels of 1 mm, body in rows and columns 2..10 of the slices `body`.
+    fn body_block(slices: usize, body: std::ops::Range<usize>) -> LabelVolume {
+        let g = Geometry::axial_hfs(Lps([0.0; 3]), Spacing { slice: 1.0, row: 1.0, column: 1.0 });
+        let mut v: LabelVolume = Volume::new(Array3::zeros((slices, 12, 12)), g);
+        v.data.slice_mut(s![body, 2..10, 2..10]).fill(labels::VERTEBRAL_BODY);
+        v
+    }
+
     #[test]
     fn enclosed_cavity_becomes_body_open_notch_does_not() {
-        let g = Geometry::axial_hfs(Lps([0.0; 3]), Spacing { slice: 1.0, row: 1.0, column: 1.0 });
-        let mut v: LabelVolume = Volume::new(Array3::zeros((2, 12, 12)), g);
-        for z in 0..2 {
-            for y in 2..10 {
-                for x in 2..10 {
-                    v.data[[z, y, x]] = labels::VERTEBRAL_BODY;
-                }
-            }
-        }
+        let mut v = body_block(2, 0..2);
         // Slice 0: a closed cavity labelled canal; slice 1: a notch open to the outside.
         v.data[[0, 5, 5]] = labels::CANAL;
         v.data[[0, 5, 6]] = 0;
@@ -235,15 +235,8 @@ mod tests {
     #[test]
     fn thin_gap_along_the_spine_becomes_body_thick_one_and_labels_do_not() {
         // Slices 1 mm apart along LPS z (the spine axis here).
-        let g = Geometry::axial_hfs(Lps([0.0; 3]), Spacing { slice: 1.0, row: 1.0, column: 1.0 });
-        let mut v: LabelVolume = Volume::new(Array3::zeros((20, 12, 12)), g);
-        for z in 2..18 {
-            for y in 2..10 {
-                for x in 2..10 {
-                    v.data[[z, y, x]] = labels::VERTEBRAL_BODY;
-                }
-            }
-        }
+        let mut v = body_block(20, 2..18);
+        let g = v.geometry;
         // A needle-like hole 3 slices high, open to the side in its slices (x 5..12).
         for z in 5..8 {
             for y in 5..7 {

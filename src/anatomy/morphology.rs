@@ -266,8 +266,7 @@ pub fn gaussian3(vol: &Array3<f32>, sigma: [f64; 3]) -> Array3<f32> {
         if s <= 0.05 {
             continue;
         }
-        let r = (3.0 * s).ceil() as isize;
-        let k: Vec<f32> = (-r..=r).map(|i| (-(i * i) as f64 / (2.0 * s * s)).exp() as f32).collect();
+        let k = gaussian_taps(s);
         let src = cur.clone();
         let (Some(src_flat), Some(dst_flat)) = (src.as_slice(), cur.as_slice_mut()) else {
             unreachable!("standard layout")
@@ -275,6 +274,12 @@ pub fn gaussian3(vol: &Array3<f32>, sigma: [f64; 3]) -> Array3<f32> {
         smooth_axis(src_flat, dst_flat, dims, ax, &k);
     }
     cur
+}
+
+/// Unnormalised Gaussian taps out to 3 sigma (voxels); [`gaussian3`] renormalises over the samples present.
+fn gaussian_taps(s: f64) -> Vec<f32> {
+    let r = (3.0 * s).ceil() as isize;
+    (-r..=r).map(|i| (-(i * i) as f64 / (2.0 * s * s)).exp() as f32).collect()
 }
 
 /// One axis of [`gaussian3`] on flat standard-layout data. Each output sample sums its kernel taps in the
@@ -402,8 +407,8 @@ mod tests {
             if s <= 0.05 {
                 continue;
             }
-            let r = (3.0 * s).ceil() as isize;
-            let k: Vec<f32> = (-r..=r).map(|i| (-(i * i) as f64 / (2.0 * s * s)).exp() as f32).collect();
+            let k = gaussian_taps(s);
+            let r = (k.len() / 2) as isize;
             let src = cur.clone();
             Zip::from(cur.lanes_mut(Axis(ax))).and(src.lanes(Axis(ax))).for_each(|mut o, i| {
                 let n = i.len() as isize;
