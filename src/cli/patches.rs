@@ -149,7 +149,7 @@ const CSV_HEADER: &str =
     "file,split,source,seed,scan,component,position,level,lesion,label,voxels,volume_ml,\
 touches_body,mirrored,truth_intravertebral,truth_canal,truth_posterior_vein,truth_disc,truth_paraspinal,\
 rule_site,rule_foraminal,rule_confidence,rule_canal,rule_foramen,rule_disc,rule_outside,rule_venous_zone,\
-rule_length_mm,rule_width_mm,rule_depth_mm";
+rule_length_mm,rule_width_mm,rule_depth_mm,rule_section_width_mm,rule_section_depth_mm";
 
 /// Truth class of a component: the leak label it overlaps most.
 fn label_component(truth: &Volume<u8>, comp: &CementComponent) -> (&'static str, [usize; 5]) {
@@ -337,7 +337,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
                     let e = &r.rule.evidence;
                     csv.push_str(&format!(
                         "{},{},{},{},{},{},{},{},{},{},{},{:.5},{},{},{},{},{},{},{},{},{},{:.3},{:.3},{:.3},{:.3},\
-                         {:.3},{:.3},{:.2},{:.2},{:.2}\n",
+                         {:.3},{:.3},{:.2},{:.2},{:.2},{:.2},{:.2}\n",
                         r.file,
                         a.split,
                         r.source.name(),
@@ -367,7 +367,9 @@ pub fn run(a: Args) -> anyhow::Result<()> {
                         e.venous_zone,
                         e.length_mm,
                         e.width_mm,
-                        e.depth_mm
+                        e.depth_mm,
+                        e.section_width_mm,
+                        e.section_depth_mm
                     ));
                 }
             }
