@@ -78,6 +78,7 @@ use crate::volume::{labels, CtVolume, LabelVolume, Lps, Vec3};
 use context::{Fine, KPlane};
 use frame::Frame;
 use ndarray::{Array3, Zip};
+use rayon::prelude::*;
 use serde::Serialize;
 use std::time::Instant;
 
@@ -428,7 +429,13 @@ pub fn segment(ct: &CtVolume, hint: TargetHint) -> Result<Anatomy, AnatomyError>
             n += 1;
         }
     }
-    if !scan_labels.iter().any(|&l| l == labels::VERTEBRAL_BODY) {
+    // Scan-sized: planes in parallel, each a byte search.
+    let has_body =
+        scan_labels.axis_iter(ndarray::Axis(0)).into_par_iter().any(|plane| match plane.as_slice() {
+            Some(s) => s.contains(&labels::VERTEBRAL_BODY),
+            None => plane.iter().any(|&l| l == labels::VERTEBRAL_BODY),
+        });
+    if !has_body {
         return Err(AnatomyError::NoBody("the body falls outside the scan grid".into()));
     }
     let body_centroid = f.frame.index_to_lps(sum.map(|v| v / n.max(1) as f64));

@@ -99,9 +99,10 @@ impl CtVolume {
 }
 
 impl LabelVolume {
-    /// Where the label map holds `label`, on the same grid.
+    /// Where the label map holds `label`, on the same grid. In parallel: the maps are scan-sized, and the
+    /// callers wait for them.
     pub fn mask_of(&self, label: u8) -> Mask {
-        Volume::new(self.data.mapv(|l| l == label), self.geometry)
+        Volume::new(ndarray::Zip::from(&self.data).par_map_collect(|&l| l == label), self.geometry)
     }
 }
 
