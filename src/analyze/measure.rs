@@ -57,11 +57,13 @@ pub fn centroid(mask: &Mask) -> Option<Lps> {
 /// its fused site (11-14), later ones over earlier ones. Suppressed components stay unlabelled cement-free.
 pub fn label_map(anatomy: &LabelVolume, findings: &CementFindings, leaks: &[LeakFinding]) -> LabelVolume {
     // One parallel pass that builds the map (rather than a copy of the anatomy and a pass over it).
-    let data = ndarray::Zip::from(&anatomy.data)
+    let mut out = LabelVolume::new(crate::volume::huge::zeroed(anatomy.shape()), anatomy.geometry);
+    ndarray::Zip::from(&mut out.data)
+        .and(&anatomy.data)
         .and(&findings.intravertebral.data)
         .and(&findings.metal.data)
-        .par_map_collect(|&a, &c, &m| {
-            if c {
+        .par_for_each(|l, &a, &c, &m| {
+            *l = if c {
                 labels::CEMENT
             } else if m {
                 labels::NEEDLE
@@ -69,7 +71,6 @@ pub fn label_map(anatomy: &LabelVolume, findings: &CementFindings, leaks: &[Leak
                 a
             }
         });
-    let mut out = LabelVolume::new(data, anatomy.geometry);
     for leak in leaks {
         let code = leak.verdict.site.label();
         for v in &leak.component.voxels {

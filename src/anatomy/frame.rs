@@ -223,7 +223,7 @@ fn scan_to_frame_affine(frame: &Frame, g: &crate::volume::Geometry) -> ([f64; 3]
 /// Nearest-neighbour transfer of a frame label array to the scan grid (0 outside the frame).
 pub fn labels_to_scan(frame: &Frame, labels: &Array3<u8>, ct: &CtVolume) -> Array3<u8> {
     let shape = ct.shape();
-    let mut out = Array3::<u8>::zeros(shape);
+    let mut out = crate::volume::huge::zeroed::<u8>(shape);
     let bx = frame.scan_voxels_in_frame(&ct.geometry, shape);
     let (base, cols) = scan_to_frame_affine(frame, &ct.geometry);
     let d = frame.dims;

@@ -425,9 +425,9 @@ pub fn detect(inputs: &CementInputs, params: &CementParams) -> Result<CementFind
     });
 
     tracing::debug!(ms = t0.elapsed().as_secs_f64() * 1e3, "split");
-    let mut out_cement = scan.same_grid(false);
-    let mut out_metal = scan.same_grid(false);
-    let mut out_intra = scan.same_grid(false);
+    // Scan-sized and written only in the crop: huge-page backed (`volume::huge`).
+    let scan_mask = || crate::volume::Volume::new(crate::volume::huge::zeroed(shape), scan.geometry);
+    let (mut out_cement, mut out_metal, mut out_intra) = (scan_mask(), scan_mask(), scan_mask());
     g.paste(&split.cement, &mut out_cement);
     g.paste(&metal_mask, &mut out_metal);
     g.paste(&split.intravertebral, &mut out_intra);
