@@ -54,7 +54,8 @@ impl Frame {
             [q[0] - base[0], q[1] - base[1], q[2] - base[2]]
         });
         let shape = ct.shape();
-        let mut out = Array3::<f32>::from_elem(self.dims, OUTSIDE_HU);
+        // Every sample is written below.
+        let mut out = crate::volume::huge::zeroed::<f32>(self.dims);
         let data = ct.data.as_slice();
         out.axis_iter_mut(Axis(0)).into_par_iter().enumerate().for_each(|(k, mut plane)| {
             for (j, mut line) in plane.outer_iter_mut().enumerate() {
