@@ -19,6 +19,7 @@ use super::grid::Grid;
 use super::morph;
 use crate::volume::{Lps, Vec3};
 use rand::{Rng, SeedableRng};
+use rayon::prelude::*;
 
 /// A straight metal segment (LPS end points).
 #[derive(Clone, Copy, Debug)]
@@ -294,16 +295,21 @@ fn fit_lines(
             }
             sc
         };
+        // The hypotheses drawn in order (the same random sequence), scored in parallel, the first best kept.
+        let lines: Vec<Line> = (0..300)
+            .filter_map(|_| {
+                let i = rng.random_range(0..remaining.len());
+                let j = rng.random_range(0..remaining.len());
+                let dir = (remaining[j] - remaining[i]).normalized()?;
+                if remaining[i].distance(remaining[j]) < 3.0 {
+                    return None;
+                }
+                Some(Line { c: remaining[i], dir })
+            })
+            .collect();
+        let scores: Vec<i64> = lines.par_iter().map(|line| score(line)).collect();
         let mut best: Option<(i64, Line)> = None;
-        for _ in 0..300 {
-            let i = rng.random_range(0..remaining.len());
-            let j = rng.random_range(0..remaining.len());
-            let Some(dir) = (remaining[j] - remaining[i]).normalized() else { continue };
-            if remaining[i].distance(remaining[j]) < 3.0 {
-                continue;
-            }
-            let line = Line { c: remaining[i], dir };
-            let sc = score(&line);
+        for (sc, line) in scores.into_iter().zip(lines) {
             if best.as_ref().is_none_or(|b| sc > b.0) {
                 best = Some((sc, line));
             }
