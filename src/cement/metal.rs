@@ -307,7 +307,7 @@ fn fit_lines(
                 Some(Line { c: remaining[i], dir })
             })
             .collect();
-        let scores: Vec<i64> = lines.par_iter().map(|line| score(line)).collect();
+        let scores: Vec<i64> = lines.par_iter().map(score).collect();
         let mut best: Option<(i64, Line)> = None;
         for (sc, line) in scores.into_iter().zip(lines) {
             if best.as_ref().is_none_or(|b| sc > b.0) {
