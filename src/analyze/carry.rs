@@ -9,7 +9,7 @@ use crate::anatomy::morphology::fill_holes;
 use crate::anatomy::{Anatomy, Endplates, Plane, PosteriorWall};
 use crate::cement::RigidTransform;
 use crate::volume::{labels, Geometry, IndexBox, LabelVolume, Lps, Vec3, Volume};
-use ndarray::{s, Array3, Axis, Zip};
+use ndarray::{s, Axis, Zip};
 use rayon::prelude::*;
 
 /// `base` (on the baseline's grid) on the scan grid (`geometry`, `shape`). `scan_to_base` maps a scan LPS
@@ -61,11 +61,12 @@ pub fn carry_labels(
     scan_to_base: &RigidTransform,
 ) -> LabelVolume {
     // The usual case: baseline and scan on one grid, no motion. Then every voxel maps onto itself.
+    // Scan-sized: huge-page backed, and the copy made in parallel (`volume::huge`). Zero is background.
+    let mut out: LabelVolume = Volume::new(crate::volume::huge::zeroed(shape), geometry);
     if *scan_to_base == RigidTransform::identity() && src.geometry == geometry && src.shape() == shape {
-        return src.clone();
+        Zip::from(&mut out.data).and(&src.data).par_for_each(|o, &l| *o = l);
+        return out;
     }
-    let mut out: LabelVolume =
-        Volume::new(Array3::from_elem((shape[0], shape[1], shape[2]), labels::BACKGROUND), geometry);
     let Some((lo, hi)) = labelled_box(src) else { return out };
     // The box's corners on the scan grid, grown by a voxel for rounding.
     let to_scan = scan_to_base.inverse();
@@ -207,6 +208,7 @@ pub fn largest_motion_mm(src: &LabelVolume, t: &RigidTransform) -> f64 {
 mod tests {
     use super::*;
     use crate::volume::Spacing;
+    use ndarray::Array3;
 
     /// `slices` slices of 12 x 12 voxels of 1 mm, body in rows and columns 2..10 of the slices `body`.
     fn body_block(slices: usize, body: std::ops::Range<usize>) -> LabelVolume {

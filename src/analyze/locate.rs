@@ -142,7 +142,9 @@ pub fn locate(inputs: &LocateInputs, params: &CementParams) -> Result<Location, 
         e => AnalyzeError::Cement(e),
     })?;
     // The baseline's anatomy moved with the patient: carried through the registration, and the cement
-    // split again on the body where it now is.
+    // split again on the body where it now is. The site frame measured on the carried anatomy is the one
+    // the leak stage uses (the anatomy does not change after).
+    let mut site_frame = None;
     if let (Some(base), Some(reg)) = (on_baseline.as_ref(), findings.baseline_registration) {
         let motion = carry::largest_motion_mm(&base.labels, &reg);
         let min_spacing = scan.geometry.spacing.zyx().into_iter().fold(f64::MAX, f64::min);
@@ -150,7 +152,9 @@ pub fn locate(inputs: &LocateInputs, params: &CementParams) -> Result<Location, 
             anatomy = carry::carry(base, scan.geometry, shape, &reg);
             carry::fill_body(&mut anatomy.labels, anatomy.spine_axis);
             // The cement stage's canal margin rule, judged by the same baseline cortex as `escape`.
-            let post = SiteFrame::new(&anatomy).posterior();
+            let frame = SiteFrame::new(&anatomy);
+            let post = frame.posterior();
+            site_frame = Some(frame);
             // Lent out, not copied, while the split changes the other findings (see `escape`).
             let metal = escape::take_metal(&mut findings);
             let probe = escape::CortexProbe::new(&metal, findings.baseline_registration, inputs.baseline);
@@ -176,7 +180,7 @@ pub fn locate(inputs: &LocateInputs, params: &CementParams) -> Result<Location, 
     tracing::info!(intravertebral_ml = findings.intravertebral_ml, leaks = findings.leaks.len(), "cement");
 
     let t = Instant::now();
-    let frame = SiteFrame::new(&anatomy);
+    let frame = site_frame.unwrap_or_else(|| SiteFrame::new(&anatomy));
     let (reclaimed, reclaimed_ml) = reclaim::reclaim(&mut findings, &frame, &anatomy.labels, inputs.baseline);
     if reclaimed > 0 {
         warnings.push(format!(

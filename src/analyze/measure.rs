@@ -56,16 +56,21 @@ pub fn centroid(mask: &Mask) -> Option<Lps> {
 /// The spec label map: anatomy (1-4), then intravertebral cement (10), metal (20) and each reported leak by
 /// its fused site (11-14), later ones over earlier ones. Suppressed components stay unlabelled cement-free.
 pub fn label_map(anatomy: &LabelVolume, findings: &CementFindings, leaks: &[LeakFinding]) -> LabelVolume {
-    let mut out = anatomy.clone();
-    ndarray::Zip::from(&mut out.data).and(&findings.intravertebral.data).and(&findings.metal.data).for_each(
-        |l, &c, &m| {
-            if c {
-                *l = labels::CEMENT;
+    // One parallel pass that builds the map (rather than a copy of the anatomy and a pass over it).
+    let mut out = LabelVolume::new(crate::volume::huge::zeroed(anatomy.shape()), anatomy.geometry);
+    ndarray::Zip::from(&mut out.data)
+        .and(&anatomy.data)
+        .and(&findings.intravertebral.data)
+        .and(&findings.metal.data)
+        .par_for_each(|l, &a, &c, &m| {
+            *l = if c {
+                labels::CEMENT
             } else if m {
-                *l = labels::NEEDLE;
+                labels::NEEDLE
+            } else {
+                a
             }
-        },
-    );
+        });
     for leak in leaks {
         let code = leak.verdict.site.label();
         for v in &leak.component.voxels {

@@ -57,6 +57,7 @@ use crate::report::{
 use crate::volume::{labels, LabelVolume, Lps};
 use locate::ms;
 pub use locate::{locate, LocateInputs, Located, Location};
+use rayon::prelude::*;
 use std::collections::BTreeMap;
 use std::time::Instant;
 
@@ -258,8 +259,11 @@ impl Analyzer {
         let Some(model) = self.model.as_mut() else { return vec![None; n] };
         let mut patches = Vec::new();
         let mut slots = Vec::new();
-        for (i, c) in findings.leaks.iter().enumerate() {
-            match extract_patch(ct, anatomy, findings, c) {
+        // Patches in parallel, taken in leak order.
+        let extracted: Vec<_> =
+            findings.leaks.par_iter().map(|c| extract_patch(ct, anatomy, findings, c)).collect();
+        for (i, (c, patch)) in findings.leaks.iter().zip(extracted).enumerate() {
+            match patch {
                 Ok(p) => {
                     patches.push(p);
                     slots.push(i);

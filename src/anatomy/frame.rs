@@ -54,7 +54,8 @@ impl Frame {
             [q[0] - base[0], q[1] - base[1], q[2] - base[2]]
         });
         let shape = ct.shape();
-        let mut out = Array3::<f32>::from_elem(self.dims, OUTSIDE_HU);
+        // Every sample is written below.
+        let mut out = crate::volume::huge::zeroed::<f32>(self.dims);
         let data = ct.data.as_slice();
         out.axis_iter_mut(Axis(0)).into_par_iter().enumerate().for_each(|(k, mut plane)| {
             for (j, mut line) in plane.outer_iter_mut().enumerate() {
@@ -223,7 +224,7 @@ fn scan_to_frame_affine(frame: &Frame, g: &crate::volume::Geometry) -> ([f64; 3]
 /// Nearest-neighbour transfer of a frame label array to the scan grid (0 outside the frame).
 pub fn labels_to_scan(frame: &Frame, labels: &Array3<u8>, ct: &CtVolume) -> Array3<u8> {
     let shape = ct.shape();
-    let mut out = Array3::<u8>::zeros(shape);
+    let mut out = crate::volume::huge::zeroed::<u8>(shape);
     let bx = frame.scan_voxels_in_frame(&ct.geometry, shape);
     let (base, cols) = scan_to_frame_affine(frame, &ct.geometry);
     let d = frame.dims;

@@ -78,6 +78,7 @@ use crate::volume::{labels, CtVolume, LabelVolume, Lps, Vec3};
 use context::{Fine, KPlane};
 use frame::Frame;
 use ndarray::{Array3, Zip};
+use rayon::prelude::*;
 use serde::Serialize;
 use std::time::Instant;
 
@@ -380,7 +381,7 @@ pub fn segment(ct: &CtVolume, hint: TargetHint) -> Result<Anatomy, AnatomyError>
     let quarter = 0.25 * (b_hi - b_lo);
     let k_lo = lv.below_disc_end.map_or(b_lo, |p| p.at(axis.j, axis.i)).min(b_lo - quarter);
     let k_hi = lv.above_disc_end.map_or(b_hi, |p| p.at(axis.j, axis.i)).max(b_hi + quarter);
-    Zip::indexed(&mut lab).and(&canal.mask).for_each(|(k, _, _), l, &c| {
+    Zip::indexed(&mut lab).and(&canal.mask).par_for_each(|(k, _, _), l, &c| {
         let kf = k as f64;
         if c && *l == 0 && kf >= k_lo && kf <= k_hi {
             *l = labels::CANAL;
@@ -396,7 +397,7 @@ pub fn segment(ct: &CtVolume, hint: TargetHint) -> Result<Anatomy, AnatomyError>
         b_hi + 0.15 * (b_hi - b_lo),
         POSTERIOR_BONE_HU.max(bp.edge_hu),
     );
-    Zip::from(&mut lab).and(&post).for_each(|l, &p| {
+    Zip::from(&mut lab).and(&post).par_for_each(|l, &p| {
         if p && *l == 0 {
             *l = labels::POSTERIOR_ELEMENTS;
         }
@@ -428,7 +429,13 @@ pub fn segment(ct: &CtVolume, hint: TargetHint) -> Result<Anatomy, AnatomyError>
             n += 1;
         }
     }
-    if !scan_labels.iter().any(|&l| l == labels::VERTEBRAL_BODY) {
+    // Scan-sized: planes in parallel, each a byte search.
+    let has_body =
+        scan_labels.axis_iter(ndarray::Axis(0)).into_par_iter().any(|plane| match plane.as_slice() {
+            Some(s) => s.contains(&labels::VERTEBRAL_BODY),
+            None => plane.iter().any(|&l| l == labels::VERTEBRAL_BODY),
+        });
+    if !has_body {
         return Err(AnatomyError::NoBody("the body falls outside the scan grid".into()));
     }
     let body_centroid = f.frame.index_to_lps(sum.map(|v| v / n.max(1) as f64));

@@ -259,21 +259,27 @@ pub fn component_at(mask: &Array2<bool>, seed: (f64, f64), max_r: f64) -> Array2
 /// Separable Gaussian smoothing with a per-axis sigma in voxels (0 = leave that axis alone). Edges and
 /// samples outside the scan are handled by renormalising the kernel over the samples present.
 pub fn gaussian3(vol: &Array3<f32>, sigma: [f64; 3]) -> Array3<f32> {
-    let mut cur = vol.as_standard_layout().into_owned();
-    let dims = cur.dim();
+    let input = vol.as_standard_layout();
+    let dims = input.dim();
     let dims = [dims.0, dims.1, dims.2];
+    // Two buffers in turn, the input read in place: `smooth_axis` writes every sample of its output, so
+    // the output buffer need not start as a copy of anything.
+    let mut cur: Option<Array3<f32>> = None;
+    let mut spare: Option<Array3<f32>> = None;
     for (ax, &s) in sigma.iter().enumerate() {
         if s <= 0.05 {
             continue;
         }
         let k = gaussian_taps(s);
-        let src = cur.clone();
-        let (Some(src_flat), Some(dst_flat)) = (src.as_slice(), cur.as_slice_mut()) else {
+        let mut dst = spare.take().unwrap_or_else(|| crate::volume::huge::zeroed(dims));
+        let src = cur.as_ref().map_or_else(|| input.as_slice(), |c| c.as_slice());
+        let (Some(src_flat), Some(dst_flat)) = (src, dst.as_slice_mut()) else {
             unreachable!("standard layout")
         };
         smooth_axis(src_flat, dst_flat, dims, ax, &k);
+        spare = cur.replace(dst);
     }
-    cur
+    cur.unwrap_or_else(|| input.into_owned())
 }
 
 /// Unnormalised Gaussian taps out to 3 sigma (voxels); [`gaussian3`] renormalises over the samples present.

@@ -258,7 +258,9 @@ pub fn canal_line(ct: &CtVolume, near: Lps) -> Result<CanalLine, AnatomyError> {
     // Blur the votes by the canal's radius so that a column of canal outvotes isolated pockets.
     let r = (6.0 / f.step[1]).round() as isize;
     let mut sm = Array2::<f32>::zeros((h, w));
-    for y in 0..h as isize {
+    // Rows in parallel; each sum in the same order as before.
+    sm.axis_iter_mut(Axis(0)).into_par_iter().enumerate().for_each(|(y, mut row)| {
+        let y = y as isize;
         for x in 0..w as isize {
             let mut s = 0.0;
             for yy in (y - r).max(0)..=(y + r).min(h as isize - 1) {
@@ -266,9 +268,9 @@ pub fn canal_line(ct: &CtVolume, near: Lps) -> Result<CanalLine, AnatomyError> {
                     s += votes[(yy as usize, xx as usize)];
                 }
             }
-            sm[(y as usize, x as usize)] = s;
+            row[x as usize] = s;
         }
-    }
+    });
     let near_idx = f.lps_to_index(near);
     let mut peak = None;
     for ((y, x), &v) in sm.indexed_iter() {
@@ -290,31 +292,32 @@ pub fn canal_line(ct: &CtVolume, near: Lps) -> Result<CanalLine, AnatomyError> {
     tracing::debug!("canal line: votes {:?}", t0.elapsed());
     // Per slice, the candidate blob nearest the peak.
     let max_d = 12.0 / f.step[1];
-    let mut samples: Vec<(f64, f64, f64)> = Vec::new();
-    for (k, c) in &cands {
-        let (lab, sizes) = label2(c);
-        let mut sums = vec![(0.0f64, 0.0f64, 0usize); sizes.len()];
-        for ((y, x), &l) in lab.indexed_iter() {
-            if l > 0 {
-                let s = &mut sums[l as usize];
-                s.0 += y as f64;
-                s.1 += x as f64;
-                s.2 += 1;
+    // Slices in parallel, kept in slice order.
+    let samples: Vec<(f64, f64, f64)> = cands
+        .par_iter()
+        .filter_map(|(k, c)| {
+            let (lab, sizes) = label2(c);
+            let mut sums = vec![(0.0f64, 0.0f64, 0usize); sizes.len()];
+            for ((y, x), &l) in lab.indexed_iter() {
+                if l > 0 {
+                    let s = &mut sums[l as usize];
+                    s.0 += y as f64;
+                    s.1 += x as f64;
+                    s.2 += 1;
+                }
             }
-        }
-        let area_mm2 = |n: usize| n as f64 * f.step[1] * f.step[2];
-        let best = sums
-            .iter()
-            .skip(1)
-            .filter(|s| area_mm2(s.2) >= 20.0 && area_mm2(s.2) <= 1200.0)
-            .map(|s| (s.0 / s.2 as f64, s.1 / s.2 as f64))
-            .map(|(cy, cx)| (((cy - py as f64).powi(2) + (cx - px as f64).powi(2)).sqrt(), cy, cx))
-            .filter(|(d, _, _)| *d <= max_d)
-            .min_by(|a, b| a.0.total_cmp(&b.0));
-        if let Some((_, cy, cx)) = best {
-            samples.push((*k as f64, cy, cx));
-        }
-    }
+            let area_mm2 = |n: usize| n as f64 * f.step[1] * f.step[2];
+            let best = sums
+                .iter()
+                .skip(1)
+                .filter(|s| area_mm2(s.2) >= 20.0 && area_mm2(s.2) <= 1200.0)
+                .map(|s| (s.0 / s.2 as f64, s.1 / s.2 as f64))
+                .map(|(cy, cx)| (((cy - py as f64).powi(2) + (cx - px as f64).powi(2)).sqrt(), cy, cx))
+                .filter(|(d, _, _)| *d <= max_d)
+                .min_by(|a, b| a.0.total_cmp(&b.0));
+            best.map(|(_, cy, cx)| (*k as f64, cy, cx))
+        })
+        .collect();
     if samples.is_empty() {
         return Err(AnatomyError::NoSpine("the spinal canal could not be followed".into()));
     }

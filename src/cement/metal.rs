@@ -19,6 +19,7 @@ use super::grid::Grid;
 use super::morph;
 use crate::volume::{Lps, Vec3};
 use rand::{Rng, SeedableRng};
+use rayon::prelude::*;
 
 /// A straight metal segment (LPS end points).
 #[derive(Clone, Copy, Debug)]
@@ -96,69 +97,92 @@ pub(crate) struct Metal {
 /// `base` is the largest baseline value each crop voxel was interpolated from (`Resampled::support_max`).
 pub(crate) fn detect_metal(img: &[f32], base: Option<&[f32]>, grid: &Grid, s: &MetalSettings) -> Metal {
     let sat: Vec<bool> = img.iter().map(|&v| v >= s.metal_hu).collect();
-    let mut segments = Vec::new();
-    for pts in groups(&sat, grid) {
-        tracing::trace!(voxels = pts.len(), at = %pts[0], "saturated group");
-        segments.extend(fit_lines(&pts, &[], base, grid, s, LineRule::Device));
-    }
-    // A thermocouple wire (0.9 mm) often does not saturate at partial volume, and how bright it reads
-    // depends on where it falls between slices, which changes with every small motion. The baseline has
-    // no cement, so there any thin straight line above cortex and bone-island density is a device; its
-    // place on the crop is known from the registered baseline.
-    if let Some(b) = base {
-        let bright: Vec<bool> = b.iter().map(|&v| v >= BASELINE_DEVICE_HU).collect();
-        let lower = MetalSettings { metal_hu: BASELINE_DEVICE_HU, ..*s };
-        let mut loose = Vec::new();
-        for pts in groups(&bright, grid) {
-            let found = fit_lines(&pts, &[], None, grid, &lower, LineRule::Device);
-            tracing::trace!(voxels = pts.len(), at = %pts[0], lines = found.len(), "bright baseline group");
-            if found.is_empty() {
-                loose.extend(pts);
-            }
-            segments.extend(found);
-        }
-        // Pieces too short for a line on their own may still line up.
-        if loose.len() >= 4 {
-            segments.extend(fit_lines(&loose, &[], None, grid, &lower, LineRule::Device));
-        }
-    }
-    // Without a baseline nothing tells an unsaturated wire from cement but its shape: a thin straight
-    // line of dense voxels. Veins filled with cement are thicker or curved, blobs are neither. The pieces of
-    // one wire (it dims where it falls between slices) are fitted together.
-    if let Some(so) = s.shape_only {
-        // Cement that left the body through its wall is joined to the intravertebral cement by voxels of
-        // cement density; a device lying near the body is not (cortex is below that density).
-        let seedlike: Vec<bool> = (0..img.len()).map(|i| img[i] >= so.seed_hu && !sat[i]).collect();
-        let mut attached = vec![false; img.len()];
-        for comp in morph::components26(&seedlike, grid.shape) {
-            if comp.iter().any(|&i| so.region[i]) {
-                for i in comp {
-                    attached[i] = true;
+    // Three independent searches (saturated groups, bright baseline groups, shape alone), each with its
+    // own seeded random sequence: side by side, their lines kept in this order.
+    let ((saturated, bright), shaped) = rayon::join(
+        || {
+            rayon::join(
+                || {
+                    let mut segments = Vec::new();
+                    for pts in groups(&sat, grid) {
+                        tracing::trace!(voxels = pts.len(), at = %pts[0], "saturated group");
+                        segments.extend(fit_lines(&pts, &[], base, grid, s, LineRule::Device));
+                    }
+                    segments
+                },
+                || {
+                    // A thermocouple wire (0.9 mm) often does not saturate at partial volume, and how bright
+                    // it reads depends on where it falls between slices, which changes with every small
+                    // motion. The baseline has no cement, so there any thin straight line above cortex and
+                    // bone-island density is a device; its place on the crop is known from the registered
+                    // baseline.
+                    let mut segments = Vec::new();
+                    if let Some(b) = base {
+                        let bright: Vec<bool> = b.iter().map(|&v| v >= BASELINE_DEVICE_HU).collect();
+                        let lower = MetalSettings { metal_hu: BASELINE_DEVICE_HU, ..*s };
+                        let mut loose = Vec::new();
+                        for pts in groups(&bright, grid) {
+                            let found = fit_lines(&pts, &[], None, grid, &lower, LineRule::Device);
+                            tracing::trace!(voxels = pts.len(), at = %pts[0], lines = found.len(), "bright baseline group");
+                            if found.is_empty() {
+                                loose.extend(pts);
+                            }
+                            segments.extend(found);
+                        }
+                        // Pieces too short for a line on their own may still line up.
+                        if loose.len() >= 4 {
+                            segments.extend(fit_lines(&loose, &[], None, grid, &lower, LineRule::Device));
+                        }
+                    }
+                    segments
+                },
+            )
+        },
+        || {
+            // Without a baseline nothing tells an unsaturated wire from cement but its shape: a thin straight
+            // line of dense voxels. Veins filled with cement are thicker or curved, blobs are neither. The
+            // pieces of one wire (it dims where it falls between slices) are fitted together.
+            let mut segments = Vec::new();
+            if let Some(so) = s.shape_only {
+                // Cement that left the body through its wall is joined to the intravertebral cement by voxels
+                // of cement density; a device lying near the body is not (cortex is below that density).
+                let seedlike: Vec<bool> = (0..img.len()).map(|i| img[i] >= so.seed_hu && !sat[i]).collect();
+                let mut attached = vec![false; img.len()];
+                for comp in morph::components26(&seedlike, grid.shape) {
+                    if comp.iter().any(|&i| so.region[i]) {
+                        for i in comp {
+                            attached[i] = true;
+                        }
+                    }
                 }
-            }
-        }
-        let dense: Vec<bool> =
-            (0..img.len()).map(|i| img[i] >= so.grow_hu && !sat[i] && !so.region[i]).collect();
-        let mut pts = Vec::new();
-        let mut weights = Vec::new();
-        for comp in morph::components26(&dense, grid.shape) {
-            if comp.iter().any(|&i| img[i] >= so.seed_hu) && !comp.iter().any(|&i| attached[i]) {
-                for i in comp {
-                    pts.push(grid.lps(i));
-                    weights.push(img[i] - so.grow_hu);
+                let dense: Vec<bool> =
+                    (0..img.len()).map(|i| img[i] >= so.grow_hu && !sat[i] && !so.region[i]).collect();
+                let mut pts = Vec::new();
+                let mut weights = Vec::new();
+                for comp in morph::components26(&dense, grid.shape) {
+                    if comp.iter().any(|&i| img[i] >= so.seed_hu) && !comp.iter().any(|&i| attached[i]) {
+                        for i in comp {
+                            pts.push(grid.lps(i));
+                            weights.push(img[i] - so.grow_hu);
+                        }
+                    }
                 }
+                let lower = MetalSettings { metal_hu: so.grow_hu, ..*s };
+                let mut found = fit_lines(&pts, &weights, None, grid, &lower, LineRule::ShapeOnly);
+                // With a baseline a device was already there (at whatever density its partial volume gave
+                // it); a thin straight line that is new is cement in a vein.
+                if let Some(b) = base {
+                    found.retain(|seg| on_baseline(seg, b, grid, so.grow_hu));
+                }
+                tracing::trace!(voxels = pts.len(), lines = found.len(), "shape-only lines");
+                segments.extend(found);
             }
-        }
-        let lower = MetalSettings { metal_hu: so.grow_hu, ..*s };
-        let mut found = fit_lines(&pts, &weights, None, grid, &lower, LineRule::ShapeOnly);
-        // With a baseline a device was already there (at whatever density its partial volume gave it);
-        // a thin straight line that is new is cement in a vein.
-        if let Some(b) = base {
-            found.retain(|seg| on_baseline(seg, b, grid, so.grow_hu));
-        }
-        tracing::trace!(voxels = pts.len(), lines = found.len(), "shape-only lines");
-        segments.extend(found);
-    }
+            segments
+        },
+    );
+    let mut segments = saturated;
+    segments.extend(bright);
+    segments.extend(shaped);
     let mut core = vec![false; grid.len()];
     let mut band = vec![false; grid.len()];
     if let Some(b) = base {
@@ -294,16 +318,21 @@ fn fit_lines(
             }
             sc
         };
+        // The hypotheses drawn in order (the same random sequence), scored in parallel, the first best kept.
+        let lines: Vec<Line> = (0..300)
+            .filter_map(|_| {
+                let i = rng.random_range(0..remaining.len());
+                let j = rng.random_range(0..remaining.len());
+                let dir = (remaining[j] - remaining[i]).normalized()?;
+                if remaining[i].distance(remaining[j]) < 3.0 {
+                    return None;
+                }
+                Some(Line { c: remaining[i], dir })
+            })
+            .collect();
+        let scores: Vec<i64> = lines.par_iter().map(score).collect();
         let mut best: Option<(i64, Line)> = None;
-        for _ in 0..300 {
-            let i = rng.random_range(0..remaining.len());
-            let j = rng.random_range(0..remaining.len());
-            let Some(dir) = (remaining[j] - remaining[i]).normalized() else { continue };
-            if remaining[i].distance(remaining[j]) < 3.0 {
-                continue;
-            }
-            let line = Line { c: remaining[i], dir };
-            let sc = score(&line);
+        for (sc, line) in scores.into_iter().zip(lines) {
             if best.as_ref().is_none_or(|b| sc > b.0) {
                 best = Some((sc, line));
             }

@@ -381,21 +381,27 @@ pub fn detect(inputs: &CementInputs, params: &CementParams) -> Result<CementFind
         }
         mask
     };
-    let cement = find_cement(&img);
+    // This scan's cement and the previous scan's are found independently: side by side.
+    let (cement, prev_cement) =
+        rayon::join(|| find_cement(&img), || prev.as_ref().map(|(_, p)| find_cement(&p.value)));
     tracing::debug!(ms = t0.elapsed().as_secs_f64() * 1e3, "cement mask");
     let density = components::cement_density(&img, &cement, &g, 2000.0);
     // Metal as reported: the core, and the blooming band where it did not turn out to be cement.
     let metal_mask: Vec<bool> =
         (0..g.len()).map(|i| metal.core[i] || (metal.band[i] && !cement[i])).collect();
-    let frac = components::fraction_map(&img, base_img, &cement, &metal_mask, &body, &g, density);
-
-    let prev_frac = prev.as_ref().map(|(_, p)| {
-        let pimg = &p.value;
-        let pc = find_cement(pimg);
-        let pd = components::cement_density(pimg, &pc, &g, density);
-        let pm: Vec<bool> = (0..g.len()).map(|i| metal.core[i] || (metal.band[i] && !pc[i])).collect();
-        components::fraction_map(pimg, base_img, &pc, &pm, &body, &g, pd)
-    });
+    // Both fraction maps need only this scan's cement density: side by side too.
+    let (frac, prev_frac) = rayon::join(
+        || components::fraction_map(&img, base_img, &cement, &metal_mask, &body, &g, density),
+        || {
+            prev.as_ref().zip(prev_cement).map(|((_, p), pc)| {
+                let pimg = &p.value;
+                let pd = components::cement_density(pimg, &pc, &g, density);
+                let pm: Vec<bool> =
+                    (0..g.len()).map(|i| metal.core[i] || (metal.band[i] && !pc[i])).collect();
+                components::fraction_map(pimg, base_img, &pc, &pm, &body, &g, pd)
+            })
+        },
+    );
 
     tracing::debug!(ms = t0.elapsed().as_secs_f64() * 1e3, "fractions");
     let reach = region::with_canal_margin(&region, &body, &canal_crop, &cement, g.shape, behind_wall);
@@ -425,9 +431,9 @@ pub fn detect(inputs: &CementInputs, params: &CementParams) -> Result<CementFind
     });
 
     tracing::debug!(ms = t0.elapsed().as_secs_f64() * 1e3, "split");
-    let mut out_cement = scan.same_grid(false);
-    let mut out_metal = scan.same_grid(false);
-    let mut out_intra = scan.same_grid(false);
+    // Scan-sized and written only in the crop: huge-page backed (`volume::huge`).
+    let scan_mask = || crate::volume::Volume::new(crate::volume::huge::zeroed(shape), scan.geometry);
+    let (mut out_cement, mut out_metal, mut out_intra) = (scan_mask(), scan_mask(), scan_mask());
     g.paste(&split.cement, &mut out_cement);
     g.paste(&metal_mask, &mut out_metal);
     g.paste(&split.intravertebral, &mut out_intra);

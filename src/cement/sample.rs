@@ -201,7 +201,10 @@ fn box_radius(sigma: f64) -> usize {
 /// compiler vectorises across lanes; every sample is computed with the same operations in the same order as
 /// filtering its lane alone (`convolve`, `box_pass`), so the result is the same to the bit.
 pub(crate) fn smooth(data: &[f32], shape: [usize; 3], sigma: [f64; 3]) -> Vec<f32> {
-    let mut cur = data.to_vec();
+    // Two buffers in turn, the input read in place: every sample of an axis's output is written below, so
+    // the output buffer need not start as a copy of anything.
+    let mut cur: Option<Vec<f32>> = None;
+    let mut spare: Option<Vec<f32>> = None;
     for axis in 0..3 {
         let n = shape[axis];
         if sigma[axis] < 0.2 || n < 2 {
@@ -219,10 +222,11 @@ pub(crate) fn smooth(data: &[f32], shape: [usize; 3], sigma: [f64; 3]) -> Vec<f3
         };
         let inner: usize = shape[axis + 1..].iter().product();
         let block = n * inner;
-        let mut next = vec![0.0f32; cur.len()];
-        if block < cur.len() || inner == 1 {
+        let src = cur.as_deref().unwrap_or(data);
+        let mut next = spare.take().unwrap_or_else(|| vec![0.0f32; data.len()]);
+        if block < src.len() || inner == 1 {
             next.par_chunks_mut(block)
-                .zip(cur.par_chunks(block))
+                .zip(src.par_chunks(block))
                 .for_each(|(o, i)| filter(i, inner, o, inner, inner));
         } else {
             // One block (the first axis): split its rows into column ranges instead.
@@ -233,7 +237,7 @@ pub(crate) fn smooth(data: &[f32], shape: [usize; 3], sigma: [f64; 3]) -> Vec<f3
                 .map(|c0| {
                     let width = COLUMNS.min(inner - c0);
                     let mut o = vec![0.0f32; n * width];
-                    filter(&cur[c0..], inner, &mut o, width, width);
+                    filter(&src[c0..], inner, &mut o, width, width);
                     (c0, width, o)
                 })
                 .collect();
@@ -244,9 +248,9 @@ pub(crate) fn smooth(data: &[f32], shape: [usize; 3], sigma: [f64; 3]) -> Vec<f3
                 }
             }
         }
-        cur = next;
+        spare = cur.replace(next);
     }
-    cur
+    cur.unwrap_or_else(|| data.to_vec())
 }
 
 /// Adjacent lanes of one axis: `width` lanes of `n` samples, sample x of lane e at `x * stride + e`.

@@ -13,6 +13,7 @@
 
 pub mod flat;
 pub mod geometry;
+pub mod huge;
 pub mod position;
 
 pub use geometry::{AxisToward, Direction, Geometry, Lps, Spacing, Vec3};
@@ -99,9 +100,12 @@ impl CtVolume {
 }
 
 impl LabelVolume {
-    /// Where the label map holds `label`, on the same grid.
+    /// Where the label map holds `label`, on the same grid. In parallel: the maps are scan-sized, and the
+    /// callers wait for them.
     pub fn mask_of(&self, label: u8) -> Mask {
-        Volume::new(self.data.mapv(|l| l == label), self.geometry)
+        let mut out = huge::zeroed(self.shape());
+        ndarray::Zip::from(&mut out).and(&self.data).par_for_each(|o, &l| *o = l == label);
+        Volume::new(out, self.geometry)
     }
 }
 
