@@ -97,88 +97,11 @@ pub(crate) struct Metal {
 /// `base` is the largest baseline value each crop voxel was interpolated from (`Resampled::support_max`).
 pub(crate) fn detect_metal(img: &[f32], base: Option<&[f32]>, grid: &Grid, s: &MetalSettings) -> Metal {
     let sat: Vec<bool> = img.iter().map(|&v| v >= s.metal_hu).collect();
-    // Three independent searches (saturated groups, bright baseline groups, shape alone), each with its
-    // own seeded random sequence: side by side, their lines kept in this order.
+    // Three independent searches, each with its own seeded random sequence: side by side, their lines kept
+    // in this order.
     let ((saturated, bright), shaped) = rayon::join(
-        || {
-            rayon::join(
-                || {
-                    let mut segments = Vec::new();
-                    for pts in groups(&sat, grid) {
-                        tracing::trace!(voxels = pts.len(), at = %pts[0], "saturated group");
-                        segments.extend(fit_lines(&pts, &[], base, grid, s, LineRule::Device));
-                    }
-                    segments
-                },
-                || {
-                    // A thermocouple wire (0.9 mm) often does not saturate at partial volume, and how bright
-                    // it reads depends on where it falls between slices, which changes with every small
-                    // motion. The baseline has no cement, so there any thin straight line above cortex and
-                    // bone-island density is a device; its place on the crop is known from the registered
-                    // baseline.
-                    let mut segments = Vec::new();
-                    if let Some(b) = base {
-                        let bright: Vec<bool> = b.iter().map(|&v| v >= BASELINE_DEVICE_HU).collect();
-                        let lower = MetalSettings { metal_hu: BASELINE_DEVICE_HU, ..*s };
-                        let mut loose = Vec::new();
-                        for pts in groups(&bright, grid) {
-                            let found = fit_lines(&pts, &[], None, grid, &lower, LineRule::Device);
-                            tracing::trace!(voxels = pts.len(), at = %pts[0], lines = found.len(), "bright baseline group");
-                            if found.is_empty() {
-                                loose.extend(pts);
-                            }
-                            segments.extend(found);
-                        }
-                        // Pieces too short for a line on their own may still line up.
-                        if loose.len() >= 4 {
-                            segments.extend(fit_lines(&loose, &[], None, grid, &lower, LineRule::Device));
-                        }
-                    }
-                    segments
-                },
-            )
-        },
-        || {
-            // Without a baseline nothing tells an unsaturated wire from cement but its shape: a thin straight
-            // line of dense voxels. Veins filled with cement are thicker or curved, blobs are neither. The
-            // pieces of one wire (it dims where it falls between slices) are fitted together.
-            let mut segments = Vec::new();
-            if let Some(so) = s.shape_only {
-                // Cement that left the body through its wall is joined to the intravertebral cement by voxels
-                // of cement density; a device lying near the body is not (cortex is below that density).
-                let seedlike: Vec<bool> = (0..img.len()).map(|i| img[i] >= so.seed_hu && !sat[i]).collect();
-                let mut attached = vec![false; img.len()];
-                for comp in morph::components26(&seedlike, grid.shape) {
-                    if comp.iter().any(|&i| so.region[i]) {
-                        for i in comp {
-                            attached[i] = true;
-                        }
-                    }
-                }
-                let dense: Vec<bool> =
-                    (0..img.len()).map(|i| img[i] >= so.grow_hu && !sat[i] && !so.region[i]).collect();
-                let mut pts = Vec::new();
-                let mut weights = Vec::new();
-                for comp in morph::components26(&dense, grid.shape) {
-                    if comp.iter().any(|&i| img[i] >= so.seed_hu) && !comp.iter().any(|&i| attached[i]) {
-                        for i in comp {
-                            pts.push(grid.lps(i));
-                            weights.push(img[i] - so.grow_hu);
-                        }
-                    }
-                }
-                let lower = MetalSettings { metal_hu: so.grow_hu, ..*s };
-                let mut found = fit_lines(&pts, &weights, None, grid, &lower, LineRule::ShapeOnly);
-                // With a baseline a device was already there (at whatever density its partial volume gave
-                // it); a thin straight line that is new is cement in a vein.
-                if let Some(b) = base {
-                    found.retain(|seg| on_baseline(seg, b, grid, so.grow_hu));
-                }
-                tracing::trace!(voxels = pts.len(), lines = found.len(), "shape-only lines");
-                segments.extend(found);
-            }
-            segments
-        },
+        || rayon::join(|| saturated_lines(&sat, base, grid, s), || baseline_device_lines(base, grid, s)),
+        || s.shape_only.map_or_else(Vec::new, |so| shape_only_lines(img, &sat, base, grid, s, &so)),
     );
     let mut segments = saturated;
     segments.extend(bright);
@@ -221,6 +144,85 @@ pub(crate) fn detect_metal(img: &[f32], base: Option<&[f32]>, grid: &Grid, s: &M
         band[i] &= !core[i];
     }
     Metal { core, band, segments }
+}
+
+/// Lines through the groups of saturated voxels: the needles, and wires where they saturate.
+fn saturated_lines(sat: &[bool], base: Option<&[f32]>, grid: &Grid, s: &MetalSettings) -> Vec<Segment> {
+    let mut segments = Vec::new();
+    for pts in groups(sat, grid) {
+        tracing::trace!(voxels = pts.len(), at = %pts[0], "saturated group");
+        segments.extend(fit_lines(&pts, &[], base, grid, s, LineRule::Device));
+    }
+    segments
+}
+
+/// A thermocouple wire (0.9 mm) often does not saturate at partial volume, and how bright it reads depends
+/// on where it falls between slices, which changes with every small motion. The baseline has no cement, so
+/// there any thin straight line above cortex and bone-island density is a device; its place on the crop is
+/// known from the registered baseline. None without a baseline.
+fn baseline_device_lines(base: Option<&[f32]>, grid: &Grid, s: &MetalSettings) -> Vec<Segment> {
+    let Some(b) = base else { return Vec::new() };
+    let bright: Vec<bool> = b.iter().map(|&v| v >= BASELINE_DEVICE_HU).collect();
+    let lower = MetalSettings { metal_hu: BASELINE_DEVICE_HU, ..*s };
+    let mut segments = Vec::new();
+    let mut loose = Vec::new();
+    for pts in groups(&bright, grid) {
+        let found = fit_lines(&pts, &[], None, grid, &lower, LineRule::Device);
+        tracing::trace!(voxels = pts.len(), at = %pts[0], lines = found.len(), "bright baseline group");
+        if found.is_empty() {
+            loose.extend(pts);
+        }
+        segments.extend(found);
+    }
+    // Pieces too short for a line on their own may still line up.
+    if loose.len() >= 4 {
+        segments.extend(fit_lines(&loose, &[], None, grid, &lower, LineRule::Device));
+    }
+    segments
+}
+
+/// Without a baseline nothing tells an unsaturated wire from cement but its shape: a thin straight line of
+/// dense voxels. Veins filled with cement are thicker or curved, blobs are neither. The pieces of one wire
+/// (it dims where it falls between slices) are fitted together.
+fn shape_only_lines(
+    img: &[f32],
+    sat: &[bool],
+    base: Option<&[f32]>,
+    grid: &Grid,
+    s: &MetalSettings,
+    so: &ShapeOnly,
+) -> Vec<Segment> {
+    // Cement that left the body through its wall is joined to the intravertebral cement by voxels of
+    // cement density; a device lying near the body is not (cortex is below that density).
+    let seedlike: Vec<bool> = (0..img.len()).map(|i| img[i] >= so.seed_hu && !sat[i]).collect();
+    let mut attached = vec![false; img.len()];
+    for comp in morph::components26(&seedlike, grid.shape) {
+        if comp.iter().any(|&i| so.region[i]) {
+            for i in comp {
+                attached[i] = true;
+            }
+        }
+    }
+    let dense: Vec<bool> = (0..img.len()).map(|i| img[i] >= so.grow_hu && !sat[i] && !so.region[i]).collect();
+    let mut pts = Vec::new();
+    let mut weights = Vec::new();
+    for comp in morph::components26(&dense, grid.shape) {
+        if comp.iter().any(|&i| img[i] >= so.seed_hu) && !comp.iter().any(|&i| attached[i]) {
+            for i in comp {
+                pts.push(grid.lps(i));
+                weights.push(img[i] - so.grow_hu);
+            }
+        }
+    }
+    let lower = MetalSettings { metal_hu: so.grow_hu, ..*s };
+    let mut found = fit_lines(&pts, &weights, None, grid, &lower, LineRule::ShapeOnly);
+    // With a baseline a device was already there (at whatever density its partial volume gave it); a thin
+    // straight line that is new is cement in a vein.
+    if let Some(b) = base {
+        found.retain(|seg| on_baseline(seg, b, grid, so.grow_hu));
+    }
+    tracing::trace!(voxels = pts.len(), lines = found.len(), "shape-only lines");
+    found
 }
 
 /// Whether most of the segment was at least `level` on the baseline (`base`: the largest baseline value
