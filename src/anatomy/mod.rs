@@ -223,6 +223,14 @@ fn reaimed(frame: &Frame, line: &target::CanalLine, lv: &discs::Levels) -> Optio
     Some(target::CanalLine { direction, ..*line })
 }
 
+/// One segmentation of the vertebra in a frame: the frame, its canal, the body's axis and the body/disc split.
+struct VertebraPass {
+    f: Fine,
+    canal: canal::Canal,
+    axis: body::BodyAxis,
+    bp: BodyPass,
+}
+
 /// Body and disc labels (body 1, discs 3) of the frame `f`, with the levels found along its axis.
 struct BodyPass {
     labels: Array3<u8>,
@@ -393,14 +401,14 @@ pub fn segment(ct: &CtVolume, hint: TargetHint) -> Result<Anatomy, AnatomyError>
     let t = Instant::now();
     lap("canal");
     let needle_tip = source == TargetSource::Needle;
-    let pass = |f: Fine| -> Result<_, AnatomyError> {
+    let pass = |f: Fine| -> Result<VertebraPass, AnatomyError> {
         let canal = canal::segment(&f, RING_HU);
         let axis = body::axis(&f, &canal)?;
         let bp = body_and_discs(&f, &canal, &axis, needle_tip)?;
-        Ok((f, canal, axis, bp))
+        Ok(VertebraPass { f, canal, axis, bp })
     };
     let first = pass(f)?;
-    let (f, canal, axis, bp) = match reaimed(&first.0.frame, &line, &first.3.levels) {
+    let VertebraPass { f, canal, axis, bp } = match reaimed(&first.f.frame, &line, &first.bp.levels) {
         Some(l) => {
             tracing::debug!(from = ?line.direction, to = ?l.direction, "frame re-aimed along the endplates");
             pass(fine_frame(ct, &l, p)).unwrap_or(first)
@@ -541,7 +549,7 @@ mod tests {
         };
         let tilted = levels(plane(45.0, -0.15, -0.25), plane(15.0, -0.12, -0.27));
         let l = reaimed(&frame, &line, &tilted).expect("re-aimed");
-        let n = (Vec3([0.26, 0.135, 1.0]) * 1.0).normalized().expect("unit");
+        let n = Vec3([0.26, 0.135, 1.0]).normalized().expect("unit");
         assert!(l.direction.dot(n) > 0.9999, "{:?}", l.direction);
         assert_eq!(l.point, line.point);
         let wedged = levels(plane(45.0, -0.15, -0.25), plane(15.0, 0.05, -0.25));

@@ -194,6 +194,24 @@ fn box_radius(sigma: f64) -> usize {
     ((((4.0 * sigma * sigma + 1.0).sqrt() - 1.0) / 2.0).round() as usize).max(1)
 }
 
+/// One axis `smooth` filters: its length and the exact kernel (sigma up to 2 voxels) or the box radius.
+struct AxisPass {
+    axis: usize,
+    n: usize,
+    kernel: Option<Vec<f32>>,
+    r: usize,
+}
+
+/// The axes `smooth` filters, in order: those with a sigma of at least 0.2 voxels and 2 or more samples.
+fn axis_passes(shape: [usize; 3], sigma: [f64; 3]) -> impl Iterator<Item = AxisPass> {
+    (0..3).filter(move |&a| sigma[a] >= 0.2 && shape[a] >= 2).map(move |axis| AxisPass {
+        axis,
+        n: shape[axis],
+        kernel: gaussian_taps(sigma[axis]),
+        r: box_radius(sigma[axis]),
+    })
+}
+
 /// Gaussian smoothing with per-axis sigma in voxels; edges are clamped. Up to 2 voxels the exact kernel,
 /// above it three box filters (running sums, cost independent of sigma, sigma within ~15%).
 ///
@@ -205,13 +223,7 @@ pub(crate) fn smooth(data: &[f32], shape: [usize; 3], sigma: [f64; 3]) -> Vec<f3
     // the output buffer need not start as a copy of anything.
     let mut cur: Option<Vec<f32>> = None;
     let mut spare: Option<Vec<f32>> = None;
-    for axis in 0..3 {
-        let n = shape[axis];
-        if sigma[axis] < 0.2 || n < 2 {
-            continue;
-        }
-        let kernel = gaussian_taps(sigma[axis]);
-        let r = box_radius(sigma[axis]);
+    for AxisPass { axis, n, kernel, r } in axis_passes(shape, sigma) {
         // `width` adjacent lanes of length `n`: lane e's sample x at `x * stride + e` in `inp` and `out`.
         let filter = |inp: &[f32], istride: usize, out: &mut [f32], ostride: usize, width: usize| {
             let lanes = Lanes { n, width, istride, ostride };
@@ -346,13 +358,7 @@ mod tests {
     fn smooth_reference(data: &[f32], shape: [usize; 3], sigma: [f64; 3]) -> Vec<f32> {
         let mut cur = data.to_vec();
         let strides = [shape[1] * shape[2], shape[2], 1];
-        for axis in 0..3 {
-            let n = shape[axis];
-            if sigma[axis] < 0.2 || n < 2 {
-                continue;
-            }
-            let kernel = gaussian_taps(sigma[axis]);
-            let r = box_radius(sigma[axis]);
+        for AxisPass { axis, n, kernel, r } in axis_passes(shape, sigma) {
             let st = strides[axis];
             let others: Vec<usize> = (0..3).filter(|&a| a != axis).collect();
             let src = cur.clone();

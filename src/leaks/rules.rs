@@ -345,10 +345,10 @@ impl SiteFrame {
         let mut counts = [0usize; 4];
         let mut venous = 0usize;
         let mut behind = 0usize;
-        // Extents of the whole component [0] and of its part behind the wall [1].
+        // Extents and voxel coordinates of the whole component [0] and of its part behind the wall [1].
         let mut lo = [[f64::MAX; 3]; 2];
         let mut hi = [[f64::MIN; 3]; 2];
-        let mut behind_coords = Vec::new();
+        let mut coords: [Vec<FrameCoords>; 2] = Default::default();
         let step = Self::voxel_extent(g, self.posterior);
         for &v in &component.voxels {
             let p = g.voxel_to_lps(v);
@@ -359,11 +359,9 @@ impl SiteFrame {
             let is_behind = c.behind_wall > -VEIN_FRONT_MM;
             behind += usize::from(is_behind);
             venous += usize::from(is_behind && self.venous(labels, &c, p, step));
-            if is_behind {
-                behind_coords.push(c);
-            }
             let parts = if is_behind { 0..2 } else { 0..1 };
             for part in parts {
+                coords[part].push(c);
                 for (k, x) in [c.along, c.lateral, c.anterior_posterior].into_iter().enumerate() {
                     lo[part][k] = lo[part][k].min(x);
                     hi[part][k] = hi[part][k].max(x);
@@ -377,15 +375,8 @@ impl SiteFrame {
         let f = |c: usize| c as f64 / n as f64;
         let part = usize::from(behind > 0);
         let ext = |k: usize, dir: Vec3| hi[part][k] - lo[part][k] + Self::voxel_extent(g, dir);
-        let all: Vec<FrameCoords>;
-        let sectioned = if behind > 0 {
-            &behind_coords
-        } else {
-            all = component.voxels.iter().map(|&v| self.coords(g.voxel_to_lps(v))).collect();
-            &all
-        };
         let level_mm = SECTION_MM.max(Self::voxel_extent(g, self.superior));
-        let [w, d] = cross_section(sectioned, level_mm);
+        let [w, d] = cross_section(&coords[part], level_mm);
         let (section_width_mm, section_depth_mm) =
             (w + Self::voxel_extent(g, self.left), d + Self::voxel_extent(g, self.posterior));
         RuleEvidence {
