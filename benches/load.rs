@@ -102,8 +102,9 @@ fn bench(name: &str, dir: &Path) {
         std::hint::black_box(cementleak::load::dicom::scan::scan(dir).expect("scan"));
     };
     let mut touch = || {
-        let mut v = vec![0i16; voxels];
-        advise_huge_pages(&v);
+        // The loader's buffer: zeroed, with the same huge-page hint (`volume::huge`).
+        let mut a = cementleak::volume::huge::zeroed::<i16>([voxels, 1, 1]);
+        let v = a.as_slice_mut().expect("standard layout");
         // One write per 4 KiB page faults every page in, as the decoders' first writes do.
         v.par_chunks_mut(1 << 19).for_each(|c| c.iter_mut().step_by(2048).for_each(|x| *x = 1));
         std::hint::black_box(&v);
@@ -155,17 +156,6 @@ fn bench(name: &str, dir: &Path) {
         median(rounds.iter().map(|t| t[6] / floor(t)).collect()),
         median(rounds.iter().map(|t| t[3] / t[6]).collect()),
     );
-}
-
-/// The loader's hint (src/load/dicom/buffer.rs): transparent huge pages for the volume.
-fn advise_huge_pages<T>(v: &[T]) {
-    let start = v.as_ptr() as usize;
-    let first = start.next_multiple_of(4096);
-    let end = (start + std::mem::size_of_val(v)) / 4096 * 4096;
-    if end > first {
-        // SAFETY: a page-aligned range inside the live allocation; a hint that leaves contents unchanged.
-        unsafe { libc::madvise(first as *mut libc::c_void, end - first, libc::MADV_HUGEPAGE) };
-    }
 }
 
 fn main() {

@@ -94,6 +94,14 @@ pub(crate) struct Metal {
     pub segments: Vec<Segment>,
 }
 
+impl Metal {
+    /// Metal as reported next to `cement`: the core, and the blooming band where it did not turn out to be
+    /// cement.
+    pub(crate) fn reported(&self, cement: &[bool]) -> Vec<bool> {
+        self.core.iter().zip(&self.band).zip(cement).map(|((&c, &b), &cem)| c || (b && !cem)).collect()
+    }
+}
+
 /// `base` is the largest baseline value each crop voxel was interpolated from (`Resampled::support_max`).
 pub(crate) fn detect_metal(img: &[f32], base: Option<&[f32]>, grid: &Grid, s: &MetalSettings) -> Metal {
     let sat: Vec<bool> = img.iter().map(|&v| v >= s.metal_hu).collect();

@@ -386,9 +386,7 @@ pub fn detect(inputs: &CementInputs, params: &CementParams) -> Result<CementFind
         rayon::join(|| find_cement(&img), || prev.as_ref().map(|(_, p)| find_cement(&p.value)));
     tracing::debug!(ms = t0.elapsed().as_secs_f64() * 1e3, "cement mask");
     let density = components::cement_density(&img, &cement, &g, 2000.0);
-    // Metal as reported: the core, and the blooming band where it did not turn out to be cement.
-    let metal_mask: Vec<bool> =
-        (0..g.len()).map(|i| metal.core[i] || (metal.band[i] && !cement[i])).collect();
+    let metal_mask = metal.reported(&cement);
     // Both fraction maps need only this scan's cement density: side by side too.
     let (frac, prev_frac) = rayon::join(
         || components::fraction_map(&img, base_img, &cement, &metal_mask, &body, &g, density),
@@ -396,9 +394,7 @@ pub fn detect(inputs: &CementInputs, params: &CementParams) -> Result<CementFind
             prev.as_ref().zip(prev_cement).map(|((_, p), pc)| {
                 let pimg = &p.value;
                 let pd = components::cement_density(pimg, &pc, &g, density);
-                let pm: Vec<bool> =
-                    (0..g.len()).map(|i| metal.core[i] || (metal.band[i] && !pc[i])).collect();
-                components::fraction_map(pimg, base_img, &pc, &pm, &body, &g, pd)
+                components::fraction_map(pimg, base_img, &pc, &metal.reported(&pc), &body, &g, pd)
             })
         },
     );

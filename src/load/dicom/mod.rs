@@ -20,7 +20,6 @@
 //! JPEG and JPEG-LS frames are decoded by libjpeg-turbo and CharLS, C/C++ libraries that `turbojpeg-sys` and
 //! `charls-sys` build from their bundled sources (cmake, C and C++ compilers: see `scripts/setup.sh`).
 
-mod buffer;
 pub mod contain;
 pub mod decode;
 mod direct;
@@ -186,7 +185,9 @@ fn assemble(
     }
     check_duplicates(&files, &plan, open)?;
 
-    let mut data = buffer::zeroed_volume((plan.slices.len(), plan.rows, plan.cols));
+    // Huge-page backed and not written here, so each page is first touched by the thread that decodes into
+    // it (`volume::huge`).
+    let mut data = crate::volume::huge::zeroed::<i16>([plan.slices.len(), plan.rows, plan.cols]);
     let mut per_file: Vec<Vec<Target>> = (0..files.len()).map(|_| Vec::new()).collect();
     for ((s, out), (slope, intercept)) in
         plan.slices.iter().zip(data.outer_iter_mut()).zip(plan.rescale.iter())
